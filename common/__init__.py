@@ -1,0 +1,1 @@
+"""The quantization core shared by every paper of the suite."""

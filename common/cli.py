@@ -1,0 +1,227 @@
+"""``python -m papers.<name> train|test|configs``, written once for every paper.
+
+    train  [--config NAME|PATH] [--set key.path=value ...] [--seed N] [--data-dir DIR] [--wandb MODE]
+    test   --ckpt PATH [--data-dir DIR]
+    configs
+
+A user error (bad config, missing data or checkpoint) prints one line and exits with status 2, before anything
+is written.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from lightning.pytorch.callbacks import Callback
+
+from common.config import Config, list_configs, load_config
+from common.errors import UserError
+from common.results import SCHEMA, environment, git_commit, result_path, write_json_atomic
+
+EXIT_USER_ERROR = 2
+
+
+def _parser(paper: str, configs_dir: Path, default_config: str) -> argparse.ArgumentParser:
+    configs = list_configs(configs_dir)
+    width = max(map(len, configs), default=0)
+    listing = "\n".join(f"  {n:<{width}}  {d}" for n, d in configs.items())
+    p = argparse.ArgumentParser(prog=f"python -m papers.{paper}", formatter_class=argparse.RawDescriptionHelpFormatter,
+                                description=(importlib.import_module(f"papers.{paper}").__doc__ or "").strip(),
+                                epilog=f"configs (papers/{paper}/configs/):\n{listing}")
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train, test on the test set and write results/<paper>/<config>/seed<N>.json",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=f"configs:\n{listing}")
+    t.add_argument("--config", default=default_config, help=f"config name or YAML path (default: {default_config})")
+    t.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help="override config keys, e.g. --set trainer.max_epochs=5 optim.lr_start=0.01")
+    t.add_argument("--seed", type=int, default=None, help="random seed (default: the config's, 1)")
+    t.add_argument("--data-dir", default=None, help="dataset root (default: $LOWBIT_DATA, else ./data)")
+    t.add_argument("--wandb", choices=("offline", "online", "disabled"), default="offline",
+                   help="Weights & Biases logging (default offline: 'wandb sync' the run folder later)")
+    t.add_argument("--results-dir", default="results", help="where result files go (default: results)")
+    t.add_argument("--runs-dir", default="runs", help="where checkpoints and logs go (default: runs)")
+    e = sub.add_parser("test", help="evaluate a checkpoint on the test set and print its metrics as JSON")
+    e.add_argument("--ckpt", required=True, help="checkpoint written by train (runs/<paper>/<config>/seed<N>/...)")
+    e.add_argument("--data-dir", default=None, help="dataset root (default: $LOWBIT_DATA, else ./data)")
+    sub.add_parser("configs", help="list this paper's configs")
+    return p
+
+
+def main(paper: str, default_config: str, argv: list[str] | None = None) -> int:
+    configs_dir = Path(importlib.import_module(f"papers.{paper}").__file__).parent / "configs"
+    args = _parser(paper, configs_dir, default_config).parse_args(argv)
+    try:
+        if args.command == "configs":
+            for name, desc in list_configs(configs_dir).items():
+                print(f"{name}: {desc}")
+            return 0
+        if args.command == "test":
+            print(json.dumps(evaluate(args.ckpt, args.data_dir), indent=2))
+            return 0
+        name, cfg = load_config(args.config, configs_dir, args.overrides, args.seed)
+        path = train(paper, name, cfg, data_dir=args.data_dir, wandb=args.wandb,
+                     results_dir=Path(args.results_dir), runs_dir=Path(args.runs_dir))
+        if path:
+            print(f"result: {path}")
+        return 0
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+def _trainer_kwargs(cfg: Config) -> dict:
+    t = cfg.trainer
+    kw = dict(max_epochs=t.max_epochs, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
+              strategy=t.strategy, precision=t.precision, deterministic=t.deterministic,
+              log_every_n_steps=t.log_every_n_steps, enable_progress_bar=t.enable_progress_bar)
+    for k in ("limit_train_batches", "limit_val_batches", "limit_test_batches"):
+        if getattr(t, k) is not None:
+            kw[k] = getattr(t, k)
+    return kw
+
+
+def train(paper: str, name: str, cfg: Config, *, data_dir: str | None = None, wandb: str = "offline",
+          results_dir: Path = Path("results"), runs_dir: Path = Path("runs")) -> Path | None:
+    """Fit, test (on the best-validation checkpoint, as the papers report) and write the result file."""
+    import lightning as L
+    import torch
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    from common.data import ClassificationData, data_root
+    from common.module import Classifier, bits_summary, parameter_bits
+
+    if cfg.trainer.num_threads:
+        torch.set_num_threads(cfg.trainer.num_threads)
+    data = ClassificationData(cfg.data, data_root(data_dir))
+    data.check_available()  # fails before anything is written
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    module = Classifier(cfg.to_dict(), data.shape, data.num_classes)  # a bad conversion rule fails here
+
+    run_dir = runs_dir / paper / name / f"seed{cfg.seed}"
+    validate = cfg.data.val_size > 0 and cfg.trainer.limit_val_batches != 0
+    ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val_err" if validate else None,
+                           mode="min", save_last=True, enable_version_counter=False)
+    curve = EpochCurve()
+    loggers = [CSVLogger(run_dir, name="csv", version="")]
+    if wandb != "disabled":
+        from lightning.pytorch.loggers import WandbLogger
+
+        os.environ.setdefault("WANDB_SILENT", "true")
+        loggers.append(WandbLogger(project="lowbit-repro", name=f"{paper}/{name}/seed{cfg.seed}", save_dir=str(run_dir),
+                                   mode=wandb, config=cfg.to_dict(), tags=[paper, cfg.scale]))
+    trainer = L.Trainer(**_trainer_kwargs(cfg), logger=loggers, callbacks=[ckpt, curve], default_root_dir=run_dir)
+
+    start = time.time()
+    trainer.fit(module, datamodule=data)
+    use_best = validate and cfg.select == "best_val" and ckpt.best_model_path
+    tested = trainer.test(module, datamodule=data, ckpt_path="best" if use_best else None, verbose=True)[0]
+    wall = time.time() - start
+    if loggers[1:]:
+        import wandb as wandb_lib
+
+        wandb_lib.finish()
+    if not trainer.is_global_zero:
+        return None
+
+    bits, per_layer = bits_summary(module.model)
+    best_epoch = None
+    if validate and curve.rows:
+        best_epoch = min(curve.rows, key=lambda r: r.get("val_err", float("inf")))["epoch"]
+    result = {
+        "schema": SCHEMA,
+        "status": "ok",
+        "paper": paper,
+        "config_name": name,
+        "seed": cfg.seed,
+        "description": cfg.description,
+        "claims": cfg.claims,
+        "scale": cfg.scale,
+        "dataset": cfg.data.name,
+        "model": cfg.model["name"],
+        "bits": bits,
+        "layers": per_layer,
+        "metrics": {
+            **_errors(tested),
+            "best_val_err": pct(ckpt.best_model_score) if validate and ckpt.best_model_score is not None else None,
+            "tested_epoch": best_epoch if use_best else trainer.current_epoch - 1,
+        },
+        "errors_in": "percent",
+        "baseline": ({"config": cfg.baseline, "result": str(result_path(results_dir, paper, cfg.baseline, cfg.seed))}
+                     if cfg.baseline else None),
+        "param_count": sum(p.numel() for p in module.model.parameters()),
+        "param_bits": parameter_bits(module.model),
+        "epochs": trainer.current_epoch,
+        "wall_time_s": round(wall, 1),
+        **environment(cfg.trainer.accelerator),
+        "git_commit": git_commit(),
+        "config_hash": cfg.hash(),
+        "config": cfg.to_dict(),
+        "checkpoint": str(Path(ckpt.best_model_path or ckpt.last_model_path)),
+        "curve": curve.rows,
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    path = result_path(results_dir, paper, name, cfg.seed)
+    write_json_atomic(path, result)
+    return path
+
+
+class EpochCurve(Callback):
+    """Per-epoch training curve (train loss and error, validation error, learning rate) for the result file."""
+
+    def __init__(self):
+        self.rows: list[dict] = []
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._lr = trainer.optimizers[0].param_groups[0]["lr"]
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        m = trainer.callback_metrics
+        row = {"epoch": trainer.current_epoch, "lr": self._lr}
+        for key, out in (("train_loss_epoch", "train_loss"), ("train_err", "train_err"), ("val_err", "val_err")):
+            if key in m:
+                row[out] = round(float(m[key]) * (100 if out.endswith("err") else 1), 4)
+        self.rows.append(row)
+
+
+def evaluate(ckpt_path: str, data_dir: str | None) -> dict:
+    """Test a checkpoint written by ``train``; returns its metrics (errors in percent)."""
+    import lightning as L
+    import torch
+
+    from common.data import ClassificationData, data_root
+    from common.module import Classifier
+
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise UserError(f"--ckpt {ckpt_path}: no such file")
+    try:
+        module = Classifier.load_from_checkpoint(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, OSError, KeyError, TypeError, ValueError, __import__("pickle").UnpicklingError) as e:
+        raise UserError(f"--ckpt {ckpt_path}: not a readable checkpoint of this suite ({type(e).__name__})") from None
+    data = ClassificationData(module.cfg.data, data_root(data_dir))
+    data.check_available()
+    trainer = L.Trainer(accelerator=module.cfg.trainer.accelerator, devices=1, logger=False,
+                        enable_progress_bar=module.cfg.trainer.enable_progress_bar)
+    with torch.no_grad():
+        out = trainer.test(module, datamodule=data, verbose=False)[0]
+    return {"checkpoint": str(path), **_errors(out), "errors_in": "percent"}
+
+
+def pct(err) -> float:
+    """A fraction as a percentage, rounded to 4 decimals (float32 metrics carry noise below that)."""
+    return round(100 * float(err), 4)
+
+
+def _errors(tested: dict) -> dict:
+    out = {"test_top1_err": pct(tested["test_err"])}
+    if "test_err_top5" in tested:
+        out["test_top5_err"] = pct(tested["test_err_top5"])
+    out["test_loss"] = round(float(tested["test_loss"]), 6)
+    return out

@@ -1,0 +1,265 @@
+"""YAML configs -> one typed, validated ``Config``.
+
+- ``extends: other.yaml`` or ``extends: [a, b]`` (paths relative to the file, or config names in the same
+  folder) deep-merges the file over its bases, in order; lists are replaced, not merged.
+- ``--set key.path=value`` overrides (``quant.rules.0.weight.name=sign``); values are parsed as YAML.
+- Validation is strict: an unknown key, a wrong type or a value out of range raises ``UserError`` with the key
+  path and what was expected. Model and quantizer arguments are checked against their registered signatures.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import re
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+from common.errors import UserError
+from common.validate import Range, check_value, type_name
+
+
+def rng(**kw) -> dict:
+    return {"range": Range(**kw)}
+
+
+@dataclass
+class DataConfig:
+    name: Literal["mnist", "fashion_mnist", "cifar10", "svhn", "imagenet", "synthetic"] = "mnist"
+    batch_size: int = field(default=100, metadata=rng(lo=1))
+    eval_batch_size: int = field(default=1000, metadata=rng(lo=1))
+    val_size: int = field(default=10000, metadata=rng(lo=0))
+    preprocess: Literal["none", "center", "pm1", "standardize", "gcn_zca"] = "none"
+    num_workers: int = field(default=0, metadata=rng(lo=0))
+    shape: list[int] = field(default_factory=lambda: [1, 28, 28], metadata=rng(lo=1))  # synthetic only
+    num_classes: int = field(default=10, metadata=rng(lo=2))  # synthetic only
+    synthetic_size: int = field(default=512, metadata=rng(lo=1))  # synthetic only: training samples
+
+
+@dataclass
+class QuantRule:
+    layers: Union[str, list[str]] = "all"
+    weight: Optional[dict] = None
+    input: Optional[dict] = None
+    grad: Optional[dict] = None
+    clip: Optional[float] = field(default=None, metadata=rng(lo=0, lo_open=True))
+    init_range: Optional[float] = field(default=None, metadata=rng(lo=0, lo_open=True))
+
+
+@dataclass
+class QuantConfig:
+    rules: list[QuantRule] = field(default_factory=list)
+
+
+@dataclass
+class OptimConfig:
+    name: Literal["adam", "sgd"] = "adam"
+    lr_start: float = field(default=1e-3, metadata=rng(lo=0, lo_open=True))
+    lr_end: Optional[float] = field(default=None, metadata=rng(lo=0, lo_open=True))
+    momentum: float = field(default=0.0, metadata=rng(lo=0, hi=1, hi_open=True))
+    nesterov: bool = False
+    weight_decay: float = field(default=0.0, metadata=rng(lo=0))
+    glorot_lr_scale: bool = False
+
+
+@dataclass
+class TrainerConfig:
+    max_epochs: int = field(default=10, metadata=rng(lo=1))
+    accelerator: str = "auto"
+    devices: Union[int, str] = 1
+    num_nodes: int = field(default=1, metadata=rng(lo=1))
+    strategy: str = "auto"
+    precision: str = "32-true"
+    limit_train_batches: Optional[Union[int, float]] = field(default=None, metadata=rng(lo=0, lo_open=True))
+    limit_val_batches: Optional[Union[int, float]] = field(default=None, metadata=rng(lo=0))
+    limit_test_batches: Optional[Union[int, float]] = field(default=None, metadata=rng(lo=0, lo_open=True))
+    deterministic: bool = True
+    log_every_n_steps: int = field(default=50, metadata=rng(lo=1))
+    enable_progress_bar: bool = True
+    num_threads: Optional[int] = field(default=None, metadata=rng(lo=1))
+
+
+@dataclass
+class Config:
+    description: str = ""
+    claims: list[str] = field(default_factory=list)
+    scale: Literal["paper", "cpu"] = "cpu"
+    baseline: Optional[str] = None
+    seed: int = field(default=1, metadata=rng(lo=0))
+    data: DataConfig = field(default_factory=DataConfig)
+    model: dict = field(default_factory=lambda: {"name": "mlp"})
+    quant: QuantConfig = field(default_factory=QuantConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: Literal["cross_entropy", "squared_hinge"] = "cross_entropy"
+    select: Literal["best_val", "last"] = "best_val"
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def hash(self) -> str:
+        """sha256 of the canonical JSON of the resolved config (first 16 hex digits)."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- YAML loading
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e-3`` as a float (YAML 1.1 wants ``1.0e-3``)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise UserError(f"{where}: not valid YAML{at}: {getattr(e, 'problem', None) or e}") from None
+
+
+def _read(path: Path, chain: tuple[Path, ...] = ()) -> dict:
+    path = path.resolve()
+    if path in chain:
+        raise UserError(f"{path}: 'extends' cycle: {' -> '.join(p.name for p in (*chain, path))}")
+    if not path.is_file():
+        raise UserError(f"{path}: config file not found")
+    data = parse_yaml(path.read_text(), str(path))
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    bases = data.pop("extends", None)
+    if bases is None:
+        return data
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise UserError(f"{path}: extends: expected a config name or a list of them, got {bases!r}")
+    merged: dict = {}
+    for base in bases:  # later bases override earlier ones; the file overrides them all
+        base_path = path.parent / (base if base.endswith((".yaml", ".yml")) else base + ".yaml")
+        merged = deep_merge(merged, _read(base_path, (*chain, path)))
+    return deep_merge(merged, data)
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def apply_override(data: dict, assignment: str) -> None:
+    """Apply one ``key.path=value`` override in place; list items are addressed by index."""
+    key, sep, raw = assignment.partition("=")
+    if not sep or not key:
+        raise UserError(f"--set {assignment!r}: expected key.path=value")
+    value = parse_yaml(raw, f"--set {key}") if raw != "" else ""
+    node: Any = data
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        where = ".".join(parts[: i + 1])
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise UserError(f"--set {key}: {where}: expected a list index below {len(node)}")
+            part = int(part)
+        elif not isinstance(node, dict):
+            raise UserError(f"--set {key}: {'.'.join(parts[:i])} is not a mapping")
+        if last:
+            node[part] = value
+        else:
+            if isinstance(node, dict) and node.get(part) is None:
+                node[part] = {}
+            node = node[part]
+
+
+# ---------------------------------------------------------------- validation
+
+def _from_dict(cls: type, data: Any, path: str) -> Any:
+    if not isinstance(data, dict):
+        raise UserError(f"{path or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(data) - set(fields)
+    if unknown:
+        key = sorted(unknown)[0]
+        raise UserError(f"{path + '.' if path else ''}{key}: unknown key (expected one of: {', '.join(fields)})")
+    kwargs = {}
+    for name, value in data.items():
+        tp, p = hints[name], f"{path}.{name}" if path else name
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _from_dict(tp, value, p)
+        elif typing.get_origin(tp) is list and dataclasses.is_dataclass(typing.get_args(tp)[0]):
+            if not isinstance(value, list):
+                raise UserError(f"{p}: expected {type_name(tp)}, got {value!r}")
+            kwargs[name] = [_from_dict(typing.get_args(tp)[0], v, f"{p}[{i}]") for i, v in enumerate(value)]
+        else:
+            kwargs[name] = check_value(value, tp, p, fields[name].metadata.get("range"))
+    return cls(**kwargs)
+
+
+def validate(data: dict) -> Config:
+    """Typed, checked config from a merged dict (registry arguments included)."""
+    from common.models import check_model_spec
+    from common.quant import check_quantizer_spec, select  # noqa: F401
+
+    cfg = _from_dict(Config, data, "")
+    cfg.model = check_model_spec(cfg.model, "model")
+    for i, rule in enumerate(cfg.quant.rules):
+        for kind in ("weight", "input", "grad"):
+            spec = getattr(rule, kind)
+            if spec is not None:
+                setattr(rule, kind, check_quantizer_spec(spec, f"quant.rules[{i}].{kind}"))
+    if cfg.optim.lr_end is not None and cfg.optim.lr_end > cfg.optim.lr_start:
+        raise UserError(f"optim.lr_end: expected a value <= optim.lr_start ({cfg.optim.lr_start}), got {cfg.optim.lr_end}")
+    return cfg
+
+
+def find_config(name_or_path: str, configs_dir: Path) -> Path:
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.is_file():
+        return p
+    candidate = configs_dir / f"{name_or_path}.yaml"
+    if not candidate.is_file():
+        names = ", ".join(list_configs(configs_dir)) or "none"
+        raise UserError(f"--config {name_or_path!r}: no such config (available: {names})")
+    return candidate
+
+
+def list_configs(configs_dir: Path) -> dict[str, str]:
+    """Config name -> one-line description, for ``--help`` (files starting with '_' are bases)."""
+    out = {}
+    for p in sorted(configs_dir.glob("*.yaml")):
+        if p.name.startswith("_"):
+            continue
+        try:
+            desc = (_read(p).get("description") or "").strip().splitlines()[0]
+        except (UserError, IndexError):
+            desc = ""
+        out[p.stem] = desc
+    return out
+
+
+def load_config(name_or_path: str, configs_dir: Path, overrides: list[str] = (), seed: int | None = None) -> tuple[str, Config]:
+    """Resolve a config by name (in ``configs_dir``) or path, apply overrides and seed, validate."""
+    path = find_config(name_or_path, configs_dir)
+    data = _read(path)
+    for assignment in overrides:
+        apply_override(data, assignment)
+    if seed is not None:
+        data["seed"] = seed
+    return path.stem, validate(data)

@@ -1,0 +1,120 @@
+"""The one LightningModule every paper trains with: classification with a quantized model.
+
+Parameterised by the config: loss (``cross_entropy`` or ``squared_hinge``), optimizer (``adam``/``sgd``),
+exponential per-epoch learning-rate decay from ``lr_start`` to ``lr_end``, BinaryConnect's per-layer
+"Glorot" learning-rate scaling, latent-weight clipping after each optimizer step, top-1/top-5 error.
+A paper that needs more overrides a hook in its own package; it never copies this loop.
+"""
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from common.config import Config, validate
+from common.models import build_model
+from common.quant import clip_latent_weights, convert, quant_layers
+
+
+def squared_hinge(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """L2-SVM loss (BinaryConnect, BNN): mean over batch x classes of max(0, 1 - t * out)^2, t = +-1 one-hot."""
+    t = F.one_hot(y, out.shape[1]).to(out.dtype) * 2 - 1
+    return torch.clamp(1 - t * out, min=0).square().mean()
+
+
+LOSSES = {"cross_entropy": F.cross_entropy, "squared_hinge": squared_hinge}
+
+
+def glorot_lr_scale(fan_in: int, fan_out: int) -> float:
+    """W_LR_scale = 1 / sqrt(1.5 / (fan_in + fan_out)) (BinaryConnect code; conv fans include the kernel area)."""
+    return 1.0 / math.sqrt(1.5 / (fan_in + fan_out))
+
+
+def topk_errors(out: torch.Tensor, y: torch.Tensor, ks: tuple[int, ...]) -> dict[int, torch.Tensor]:
+    top = out.topk(max(ks), dim=1).indices
+    hit = top == y[:, None]
+    return {k: 1.0 - hit[:, :k].any(1).float().mean() for k in ks}
+
+
+class Classifier(L.LightningModule):
+    def __init__(self, config: dict, in_shape: tuple[int, ...], num_classes: int):
+        super().__init__()
+        self.save_hyperparameters()
+        self.cfg: Config = validate(config)
+        self.num_classes = num_classes
+        self.model = convert(build_model(self.cfg.model, in_shape, num_classes),
+                             [vars(r) for r in self.cfg.quant.rules])
+        self.loss_fn = LOSSES[self.cfg.loss]
+        self.ks = (1, 5) if num_classes >= 10 else (1,)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def _step(self, batch, stage: str) -> torch.Tensor:
+        x, y = batch
+        out = self(x)
+        loss = self.loss_fn(out, y)
+        errs = topk_errors(out.detach(), y, self.ks if stage == "test" else (1,))
+        on_step = stage == "train"
+        self.log(f"{stage}_loss", loss, on_step=on_step, on_epoch=True, prog_bar=stage != "test",
+                 batch_size=len(y), sync_dist=not on_step)
+        self.log(f"{stage}_err", errs[1], on_step=False, on_epoch=True, prog_bar=stage != "test",
+                 batch_size=len(y), sync_dist=True)
+        if 5 in errs:
+            self.log(f"{stage}_err_top5", errs[5], on_epoch=True, batch_size=len(y), sync_dist=True)
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._step(batch, "test")
+
+    def param_groups(self) -> list[dict]:
+        """One group per quantized weight when Glorot scaling is on (lr x W_LR_scale); everything else plain."""
+        o = self.cfg.optim
+        groups, scaled = [], set()
+        if o.glorot_lr_scale:
+            for _, m in quant_layers(self.model):
+                if m.weight_quantizer is not None:
+                    groups.append({"params": [m.weight], "lr": o.lr_start * glorot_lr_scale(*m.fans())})
+                    scaled.add(id(m.weight))
+        rest = [p for p in self.parameters() if id(p) not in scaled]
+        return [{"params": rest, "lr": o.lr_start}] + groups
+
+    def configure_optimizers(self):
+        o = self.cfg.optim
+        groups = self.param_groups()
+        if o.name == "adam":
+            opt = torch.optim.Adam(groups, lr=o.lr_start, weight_decay=o.weight_decay)
+        else:
+            opt = torch.optim.SGD(groups, lr=o.lr_start, momentum=o.momentum, nesterov=o.nesterov,
+                                  weight_decay=o.weight_decay)
+        if o.lr_end is None:
+            return opt
+        gamma = (o.lr_end / o.lr_start) ** (1.0 / self.cfg.trainer.max_epochs)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.ExponentialLR(opt, gamma),
+                                                   "interval": "epoch"}}
+
+    def optimizer_step(self, *args, **kwargs):
+        super().optimizer_step(*args, **kwargs)
+        clip_latent_weights(self.model)
+
+
+def parameter_bits(model: nn.Module) -> int:
+    """Memory of the parameters in bits: quantized weights at their quantizer's bits, everything else 32."""
+    quantized = {id(m.weight): m.bits()["w"] for _, m in quant_layers(model)}
+    return sum(p.numel() * quantized.get(id(p), 32) for p in model.parameters())
+
+
+def bits_summary(model: nn.Module) -> tuple[dict[str, int], list[dict]]:
+    """(W/A/G bits of the quantized layers: the lowest, 32 where nothing is quantized; per-layer detail)."""
+    per_layer = [{"layer": n, **m.bits()} for n, m in quant_layers(model)]
+    overall = {k: min([r[k] for r in per_layer], default=32) for k in ("w", "a", "g")}
+    return overall, per_layer

@@ -1,0 +1,69 @@
+"""Quantizer base class and registry.
+
+A quantizer is an ``nn.Module`` registered under the name configs use (``sign``, ``sign_stochastic``, ``float``;
+later ``ternary``, ``uniform``, ``fixed``, ``dynamic_fixed``...). ``forward`` computes the paper's equation and its
+backward is the paper's straight-through estimator, written as a ``torch.autograd.Function``. Callers (the
+quantized layers, the conversion pass, the config validator) only use the registry, so adding a quantizer never
+touches them.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from common.validate import Range, check_spec
+
+QUANTIZERS: dict[str, type["Quantizer"]] = {}
+
+
+def register(name: str) -> Callable[[type], type]:
+    """Class decorator: make a quantizer available to configs under ``name``."""
+
+    def deco(cls: type) -> type:
+        if name in QUANTIZERS:
+            raise ValueError(f"quantizer {name!r} registered twice")
+        cls.registered_name = name
+        QUANTIZERS[name] = cls
+        return cls
+
+    return deco
+
+
+class Quantizer(nn.Module):
+    """Base of every quantizer.
+
+    Subclasses set ``bits`` (storage bits per value, used for parameter memory and bit-operations) and
+    ``ranges`` (numeric limits of their constructor arguments, checked at config validation).
+    """
+
+    registered_name: str = ""
+    bits: int = 32
+    ranges: dict[str, Range] = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+@register("float")
+class Float(Quantizer):
+    """Identity: the value stays a 32-bit float (the baseline of every paper)."""
+
+    bits = 32
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def check_quantizer_spec(spec: dict, path: str) -> dict:
+    """Validate a ``{name: ..., **args}`` quantizer spec from a config."""
+    return check_spec(spec, QUANTIZERS, path, "quantizer")
+
+
+def build_quantizer(spec: dict | None) -> Quantizer | None:
+    """Instantiate a validated spec; ``None`` means "not quantized"."""
+    if spec is None:
+        return None
+    spec = dict(spec)
+    return QUANTIZERS[spec.pop("name")](**spec)

@@ -1,0 +1,90 @@
+"""Binarization: deterministic and stochastic sign with their straight-through estimators.
+
+Sources: BinaryConnect (Courbariaux, Bengio, David 2015, §2.2-2.3) and BNN (Courbariaux, Hubara et al. 2016, §1.1).
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from common.quant.base import Quantizer, register
+from common.validate import Range
+
+
+def hard_sigmoid(x: torch.Tensor) -> torch.Tensor:
+    """sigma(x) = clip((x + 1) / 2, 0, 1)  (BinaryConnect eq. 3)."""
+    return ((x + 1) * 0.5).clamp_(0, 1)
+
+
+class _BinarySTE(torch.autograd.Function):
+    """Forward: +H where ``positive`` else -H. Backward: the gradient w.r.t. the binary value is passed to the
+    real value unchanged (BinaryConnect: dC/dw := dC/dw_b), or, with ``cancel``, multiplied by 1_{|x| <= 1}
+    (BNN's hard-tanh estimator, "gradient cancellation")."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, positive: torch.Tensor, H: float, cancel: bool) -> torch.Tensor:
+        ctx.cancel = cancel
+        if cancel:
+            ctx.save_for_backward(x)
+        out = torch.full_like(x, -H)
+        return out.masked_fill_(positive, H)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        if ctx.cancel:
+            (x,) = ctx.saved_tensors
+            grad = grad * (x.abs() <= 1).to(grad.dtype)
+        return grad, None, None, None
+
+
+Estimator = Literal["identity", "htanh"]
+
+
+@register("sign")
+class Sign(Quantizer):
+    """Deterministic binarization: x_b = +H if x >= 0 else -H (BinaryConnect eq. 1; ``x >= 0``, so 0 -> +H).
+
+    ``ste``: ``identity`` (BinaryConnect weights: dC/dx := dC/dx_b) or ``htanh`` (BNN activations:
+    dC/dx := dC/dx_b * 1_{|x| <= 1}).
+    """
+
+    bits = 1
+    ranges = {"H": Range(lo=0, lo_open=True)}
+
+    def __init__(self, H: float = 1.0, ste: Estimator = "identity"):
+        super().__init__()
+        self.H, self.ste = H, ste
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _BinarySTE.apply(x, x >= 0, self.H, self.ste == "htanh")
+
+    def extra_repr(self) -> str:
+        return f"H={self.H}, ste={self.ste}"
+
+
+@register("sign_stochastic")
+class SignStochastic(Quantizer):
+    """Stochastic binarization: x_b = +H with probability p = sigma(x / H), else -H (BinaryConnect eq. 2-3).
+
+    Backward as ``sign``. In evaluation mode the paper's test-time rule applies: ``eval: real`` uses the
+    real-valued x (stochastic BinaryConnect, §2.6), ``eval: sign`` the deterministic sign (BNN activations).
+    """
+
+    bits = 1
+    ranges = {"H": Range(lo=0, lo_open=True)}
+
+    def __init__(self, H: float = 1.0, ste: Estimator = "identity", eval: Literal["real", "sign"] = "real"):
+        super().__init__()
+        self.H, self.ste, self.eval_mode = H, ste, eval
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            if self.eval_mode == "real":
+                return x
+            return _BinarySTE.apply(x, x >= 0, self.H, self.ste == "htanh")
+        p = hard_sigmoid(x.detach() / self.H)
+        return _BinarySTE.apply(x, torch.rand_like(p) < p, self.H, self.ste == "htanh")
+
+    def extra_repr(self) -> str:
+        return f"H={self.H}, ste={self.ste}, eval={self.eval_mode}"

@@ -1,0 +1,60 @@
+"""One JSON result file per run, written atomically (temp file in the same folder, fsync, rename)."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+SCHEMA = 1
+
+
+def write_json_atomic(path: Path, obj: dict) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def result_path(results_dir: Path, paper: str, config: str, seed: int) -> Path:
+    return Path(results_dir) / paper / config / f"seed{seed}.json"
+
+
+def git_commit() -> str:
+    """HEAD commit of the checkout ('+dirty' when tracked files differ), or 'unknown'."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        proc = subprocess.run(["git", "rev-parse", "--verify", "-q", "HEAD"], cwd=root, capture_output=True,
+                              text=True, timeout=10)
+        head = proc.stdout.strip() if proc.returncode == 0 else ""
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (head or "unknown") + ("+dirty" if head and dirty else "")
+
+
+def environment(accelerator: str) -> dict:
+    import lightning
+    import torch
+    import torchvision
+
+    if accelerator == "gpu" or (accelerator == "auto" and torch.cuda.is_available()):
+        device = f"cuda: {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "cuda"
+    else:
+        device = f"cpu: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    return {"device": device, "python": sys.version.split()[0], "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "lightning": lightning.__version__,
+            "platform": platform.platform()}

@@ -1,0 +1,154 @@
+"""Checking user values against declared types and ranges, in exactly one place.
+
+Used for the config dataclasses (``common.config``) and for the keyword arguments of every registered
+quantizer and model (their ``__init__``/builder signature is the schema, as in Distiller). Every failure is a
+``UserError`` naming the key path and what was expected.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+import typing
+from dataclasses import dataclass
+from typing import Any, Callable, Literal, Union
+
+from common.errors import UserError
+
+
+@dataclass(frozen=True)
+class Range:
+    """Allowed numeric interval: ``lo``/``hi`` inclusive unless ``lo_open``/``hi_open``."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def contains(self, v: float) -> bool:
+        if isinstance(v, float) and not math.isfinite(v):
+            return False
+        if self.lo is not None and (v < self.lo or (self.lo_open and v == self.lo)):
+            return False
+        if self.hi is not None and (v > self.hi or (self.hi_open and v == self.hi)):
+            return False
+        return True
+
+    def __str__(self) -> str:
+        if self.lo is not None and self.hi is not None and not (self.lo_open or self.hi_open):
+            return f"in {self.lo}..{self.hi}"
+        parts = []
+        if self.lo is not None:
+            parts.append(f"{'>' if self.lo_open else '>='} {self.lo}")
+        if self.hi is not None:
+            parts.append(f"{'<' if self.hi_open else '<='} {self.hi}")
+        return " and ".join(parts) or "any number"
+
+
+def type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if tp is type(None):
+        return "null"
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin is Union or origin is getattr(__import__("types"), "UnionType", None):
+        return " or ".join(type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        (item,) = typing.get_args(tp) or (Any,)
+        return f"a list of {type_name(item)}"
+    if origin is dict or tp is dict:
+        return "a mapping"
+    return {int: "an integer", float: "a number", bool: "true/false", str: "a string"}.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _fail(path: str, expected: str, value: Any) -> UserError:
+    return UserError(f"{path}: expected {expected}, got {value!r}")
+
+
+def check_value(value: Any, tp: Any, path: str, rng: Range | None = None) -> Any:
+    """Return ``value`` checked (and int->float widened) against type ``tp`` and range ``rng``."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin is Union or origin is getattr(__import__("types"), "UnionType", None):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return check_value(value, a, path, rng)
+            except UserError as e:
+                errors.append(e)
+        # a range error on a matching type is more useful than "expected int or str"
+        for e in errors:
+            if "expected a" not in str(e) and "expected one of" not in str(e):
+                raise e
+        raise _fail(path, type_name(tp), value)
+    if origin is Literal:
+        if value not in typing.get_args(tp) or isinstance(value, bool) != any(isinstance(a, bool) for a in typing.get_args(tp)):
+            raise _fail(path, type_name(tp), value)
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise _fail(path, type_name(tp), value)
+        (item,) = typing.get_args(tp) or (Any,)
+        return [check_value(v, item, f"{path}[{i}]", rng) for i, v in enumerate(value)]
+    if tp is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise _fail(path, "a mapping", value)
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise _fail(path, "true/false", value)
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _fail(path, "an integer" + (f" {rng}" if rng else ""), value)
+    elif tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _fail(path, "a number" + (f" {rng}" if rng else ""), value)
+        value = float(value)
+    elif tp is str:
+        if not isinstance(value, str):
+            raise _fail(path, "a string", value)
+        return value
+    else:
+        raise TypeError(f"unsupported schema type {tp!r} at {path}")
+    if rng is not None and not rng.contains(value):
+        raise _fail(path, f"a value {rng}", value)
+    return value
+
+
+def check_kwargs(fn: Callable, kwargs: dict, path: str, ranges: dict[str, Range] | None = None,
+                 skip: tuple[str, ...] = ()) -> dict:
+    """Validate ``kwargs`` against ``fn``'s annotated keyword parameters (the schema is the signature)."""
+    sig = inspect.signature(fn)
+    hints = typing.get_type_hints(fn)
+    params = {n: p for n, p in sig.parameters.items()
+              if n not in skip and n != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    out = {}
+    for key, value in kwargs.items():
+        if key not in params:
+            raise UserError(f"{path}.{key}: unknown key (expected one of: {', '.join(sorted(params)) or 'none'})")
+        out[key] = check_value(value, hints.get(key, Any), f"{path}.{key}", (ranges or {}).get(key))
+    for name, p in params.items():
+        if p.default is inspect.Parameter.empty and name not in out:
+            raise UserError(f"{path}.{name}: missing required key ({type_name(hints.get(name, Any))})")
+    return out
+
+
+def check_spec(spec: Any, registry: dict[str, Callable], path: str, what: str,
+               skip: tuple[str, ...] = ()) -> dict:
+    """Validate a ``{name: ..., **kwargs}`` mapping against a registry entry's signature and ranges."""
+    if not isinstance(spec, dict):
+        raise _fail(path, f"a mapping with 'name' (a {what})", spec)
+    name = spec.get("name")
+    if name not in registry:
+        raise UserError(f"{path}.name: unknown {what} {name!r} (expected one of: {', '.join(sorted(registry))})")
+    entry = registry[name]
+    kwargs = {k: v for k, v in spec.items() if k != "name"}
+    target = entry.__init__ if inspect.isclass(entry) else entry
+    checked = check_kwargs(target, kwargs, path, getattr(entry, "ranges", None), skip=skip)
+    return {"name": name, **checked}

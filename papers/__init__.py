@@ -1,0 +1,1 @@
+"""One package per paper: a recipe over the shared core, its configs and its README."""
