@@ -44,6 +44,8 @@ def _parser(paper: str, configs_dir: Path, default_config: str) -> argparse.Argu
     t.add_argument("--data-dir", default=None, help="dataset root (default: $LOWBIT_DATA, else ./data)")
     t.add_argument("--wandb", choices=("offline", "online", "disabled"), default="offline",
                    help="Weights & Biases logging (default offline: 'wandb sync' the run folder later)")
+    t.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="show the progress bar (default: when the output is a terminal)")
     t.add_argument("--results-dir", default="results", help="where result files go (default: results)")
     t.add_argument("--runs-dir", default="runs", help="where checkpoints and logs go (default: runs)")
     e = sub.add_parser("test", help="evaluate a checkpoint on the test set and print its metrics as JSON")
@@ -65,7 +67,8 @@ def main(paper: str, default_config: str, argv: list[str] | None = None) -> int:
             print(json.dumps(evaluate(args.ckpt, args.data_dir), indent=2))
             return 0
         name, cfg = load_config(args.config, configs_dir, args.overrides, args.seed)
-        path = train(paper, name, cfg, data_dir=args.data_dir, wandb=args.wandb,
+        progress = sys.stderr.isatty() if args.progress is None else args.progress
+        path = train(paper, name, cfg, data_dir=args.data_dir, wandb=args.wandb, progress=progress,
                      results_dir=Path(args.results_dir), runs_dir=Path(args.runs_dir))
         if path:
             print(f"result: {path}")
@@ -79,14 +82,14 @@ def _trainer_kwargs(cfg: Config) -> dict:
     t = cfg.trainer
     kw = dict(max_epochs=t.max_epochs, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
               strategy=t.strategy, precision=t.precision, deterministic=t.deterministic,
-              log_every_n_steps=t.log_every_n_steps, enable_progress_bar=t.enable_progress_bar)
+              log_every_n_steps=t.log_every_n_steps)
     for k in ("limit_train_batches", "limit_val_batches", "limit_test_batches"):
         if getattr(t, k) is not None:
             kw[k] = getattr(t, k)
     return kw
 
 
-def train(paper: str, name: str, cfg: Config, *, data_dir: str | None = None, wandb: str = "offline",
+def train(paper: str, name: str, cfg: Config, *, data_dir: str | None = None, wandb: str = "offline", progress: bool = True,
           results_dir: Path = Path("results"), runs_dir: Path = Path("runs")) -> Path | None:
     """Fit, test (on the best-validation checkpoint, as the papers report) and write the result file."""
     import lightning as L
@@ -116,7 +119,8 @@ def train(paper: str, name: str, cfg: Config, *, data_dir: str | None = None, wa
         os.environ.setdefault("WANDB_SILENT", "true")
         loggers.append(WandbLogger(project="lowbit-repro", name=f"{paper}/{name}/seed{cfg.seed}", save_dir=str(run_dir),
                                    mode=wandb, config=cfg.to_dict(), tags=[paper, cfg.scale]))
-    trainer = L.Trainer(**_trainer_kwargs(cfg), logger=loggers, callbacks=[ckpt, curve], default_root_dir=run_dir)
+    trainer = L.Trainer(**_trainer_kwargs(cfg), logger=loggers, callbacks=[ckpt, curve], default_root_dir=run_dir,
+                        enable_progress_bar=progress)
 
     start = time.time()
     trainer.fit(module, datamodule=data)
@@ -208,7 +212,7 @@ def evaluate(ckpt_path: str, data_dir: str | None) -> dict:
     data = ClassificationData(module.cfg.data, data_root(data_dir))
     data.check_available()
     trainer = L.Trainer(accelerator=module.cfg.trainer.accelerator, devices=1, logger=False,
-                        enable_progress_bar=module.cfg.trainer.enable_progress_bar)
+                        enable_progress_bar=sys.stderr.isatty())
     with torch.no_grad():
         out = trainer.test(module, datamodule=data, verbose=False)[0]
     return {"checkpoint": str(path), **_errors(out), "errors_in": "percent"}

@@ -80,7 +80,6 @@ class TrainerConfig:
     limit_test_batches: Optional[Union[int, float]] = field(default=None, metadata=rng(lo=0, lo_open=True))
     deterministic: bool = True
     log_every_n_steps: int = field(default=50, metadata=rng(lo=1))
-    enable_progress_bar: bool = True
     num_threads: Optional[int] = field(default=None, metadata=rng(lo=1))
 
 
