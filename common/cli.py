@@ -67,6 +67,9 @@ def main(paper: str, default_config: str, argv: list[str] | None = None) -> int:
             print(json.dumps(evaluate(args.ckpt, args.data_dir), indent=2))
             return 0
         name, cfg = load_config(args.config, configs_dir, args.overrides, args.seed)
+        paper_check = getattr(importlib.import_module(f"papers.{paper}"), "check", None)
+        if paper_check is not None:
+            paper_check(cfg)  # the paper's own constraints on a config
         progress = sys.stderr.isatty() if args.progress is None else args.progress
         path = train(paper, name, cfg, data_dir=args.data_dir, wandb=args.wandb, progress=progress,
                      results_dir=Path(args.results_dir), runs_dir=Path(args.runs_dir))

@@ -58,13 +58,19 @@ class QuantConfig:
 
 @dataclass
 class OptimConfig:
-    name: Literal["adam", "sgd"] = "adam"
+    name: Literal["adam", "sgd", "shift_adamax"] = "adam"
     lr_start: float = field(default=1e-3, metadata=rng(lo=0, lo_open=True))
-    lr_end: Optional[float] = field(default=None, metadata=rng(lo=0, lo_open=True))
+    lr_end: Optional[float] = field(default=None, metadata=rng(lo=0, lo_open=True))  # exponential decay per epoch
+    step_every: Optional[int] = field(default=None, metadata=rng(lo=1))  # or: x step_gamma every N epochs
+    step_gamma: float = field(default=0.5, metadata=rng(lo=0, lo_open=True))
+    lr_milestones: Optional[list[int]] = field(default=None, metadata=rng(lo=1))  # or: piecewise constant,
+    lr_factors: Optional[list[float]] = field(default=None, metadata=rng(lo=0, lo_open=True))  # lr_start x factor
     momentum: float = field(default=0.0, metadata=rng(lo=0, hi=1, hi_open=True))
     nesterov: bool = False
     weight_decay: float = field(default=0.0, metadata=rng(lo=0))
-    glorot_lr_scale: bool = False
+    glorot_lr_scale: bool = False  # per-layer lr x 1/sqrt(1.5/(fan_in+fan_out)) for quantized weights
+    glorot_bias: bool = False  # ... and for their biases (BNN Torch7)
+    glorot_round_pow2: bool = False  # round that scale to a power of two (BNN Torch7 CIFAR-10/SVHN)
 
 
 @dataclass
@@ -223,6 +229,14 @@ def validate(data: dict) -> Config:
             spec = getattr(rule, kind)
             if spec is not None:
                 setattr(rule, kind, check_quantizer_spec(spec, f"quant.rules[{i}].{kind}"))
+    o = cfg.optim
+    if sum(x is not None for x in (o.lr_end, o.step_every, o.lr_milestones)) > 1:
+        raise UserError("optim: expected one schedule at a time (lr_end, step_every or lr_milestones)")
+    if (o.lr_milestones is None) != (o.lr_factors is None) or (
+            o.lr_milestones is not None and len(o.lr_milestones) != len(o.lr_factors)):
+        raise UserError("optim.lr_factors: expected one factor per entry of optim.lr_milestones")
+    if o.lr_milestones is not None and o.lr_milestones != sorted(o.lr_milestones):
+        raise UserError(f"optim.lr_milestones: expected increasing epochs, got {o.lr_milestones}")
     if cfg.optim.lr_end is not None and cfg.optim.lr_end > cfg.optim.lr_start:
         raise UserError(f"optim.lr_end: expected a value <= optim.lr_start ({cfg.optim.lr_start}), got {cfg.optim.lr_end}")
     return cfg

@@ -1,7 +1,7 @@
 """The one LightningModule every paper trains with: classification with a quantized model.
 
-Parameterised by the config: loss (``cross_entropy`` or ``squared_hinge``), optimizer (``adam``/``sgd``),
-exponential per-epoch learning-rate decay from ``lr_start`` to ``lr_end``, BinaryConnect's per-layer
+Parameterised by the config: loss (``cross_entropy`` or ``squared_hinge``), optimizer (``adam``/``sgd``/``shift_adamax``),
+exponential per-epoch learning-rate decay from ``lr_start`` to ``lr_end`` (or step decay), BinaryConnect's per-layer
 "Glorot" learning-rate scaling, latent-weight clipping after each optimizer step, top-1/top-5 error.
 A paper that needs more overrides a hook in its own package; it never copies this loop.
 """
@@ -16,7 +16,9 @@ from torch import nn
 
 from common.config import Config, validate
 from common.models import build_model
-from common.quant import clip_latent_weights, convert, quant_layers
+from common.optim import build_optimizer
+from common.quant import Quantizer, clip_latent_weights, convert, quant_layers
+from common.quant.pow2 import ap2_scalar
 
 
 def squared_hinge(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -37,6 +39,20 @@ def topk_errors(out: torch.Tensor, y: torch.Tensor, ks: tuple[int, ...]) -> dict
     top = out.topk(max(ks), dim=1).indices
     hit = top == y[:, None]
     return {k: 1.0 - hit[:, :k].any(1).float().mean() for k in ks}
+
+
+class PiecewiseFactor:
+    """Learning-rate factor: 1 before the first milestone (0-based epoch), then factors[i] from milestones[i]."""
+
+    def __init__(self, milestones: list[int], factors: list[float]):
+        self.milestones, self.factors = milestones, factors
+
+    def __call__(self, epoch: int) -> float:
+        f = 1.0
+        for m, factor in zip(self.milestones, self.factors):
+            if epoch >= m:
+                f = factor
+        return f
 
 
 class Classifier(L.LightningModule):
@@ -77,30 +93,37 @@ class Classifier(L.LightningModule):
         self._step(batch, "test")
 
     def param_groups(self) -> list[dict]:
-        """One group per quantized weight when Glorot scaling is on (lr x W_LR_scale); everything else plain."""
+        """Parameter groups with an ``lr_scale``: 1 for everything, except BinaryConnect/BNN's Glorot scale on the
+        quantized weights (and their biases with ``glorot_bias``), rounded to a power of two if asked."""
         o = self.cfg.optim
         groups, scaled = [], set()
         if o.glorot_lr_scale:
             for _, m in quant_layers(self.model):
-                if m.weight_quantizer is not None:
-                    groups.append({"params": [m.weight], "lr": o.lr_start * glorot_lr_scale(*m.fans())})
-                    scaled.add(id(m.weight))
+                if m.weight_quantizer is None:
+                    continue
+                scale = glorot_lr_scale(*m.fans())
+                if o.glorot_round_pow2:
+                    scale = ap2_scalar(scale)
+                params = [m.weight] + ([m.bias] if o.glorot_bias and m.bias is not None else [])
+                groups.append({"params": params, "lr_scale": scale})
+                scaled.update(id(p) for p in params)
         rest = [p for p in self.parameters() if id(p) not in scaled]
-        return [{"params": rest, "lr": o.lr_start}] + groups
+        return [{"params": rest, "lr_scale": 1.0}] + groups
 
     def configure_optimizers(self):
         o = self.cfg.optim
-        groups = self.param_groups()
-        if o.name == "adam":
-            opt = torch.optim.Adam(groups, lr=o.lr_start, weight_decay=o.weight_decay)
+        opt = build_optimizer(o.name, self.param_groups(), lr=o.lr_start, momentum=o.momentum, nesterov=o.nesterov,
+                              weight_decay=o.weight_decay)
+        if o.lr_end is not None:
+            gamma = (o.lr_end / o.lr_start) ** (1.0 / self.cfg.trainer.max_epochs)
+            sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma)
+        elif o.step_every is not None:
+            sched = torch.optim.lr_scheduler.StepLR(opt, o.step_every, o.step_gamma)
+        elif o.lr_milestones is not None:
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, PiecewiseFactor(o.lr_milestones, o.lr_factors))
         else:
-            opt = torch.optim.SGD(groups, lr=o.lr_start, momentum=o.momentum, nesterov=o.nesterov,
-                                  weight_decay=o.weight_decay)
-        if o.lr_end is None:
             return opt
-        gamma = (o.lr_end / o.lr_start) ** (1.0 / self.cfg.trainer.max_epochs)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.ExponentialLR(opt, gamma),
-                                                   "interval": "epoch"}}
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
 
     def optimizer_step(self, *args, **kwargs):
         super().optimizer_step(*args, **kwargs)
@@ -114,7 +137,16 @@ def parameter_bits(model: nn.Module) -> int:
 
 
 def bits_summary(model: nn.Module) -> tuple[dict[str, int], list[dict]]:
-    """(W/A/G bits of the quantized layers: the lowest, 32 where nothing is quantized; per-layer detail)."""
-    per_layer = [{"layer": n, **m.bits()} for n, m in quant_layers(model)]
-    overall = {k: min([r[k] for r in per_layer], default=32) for k in ("w", "a", "g")}
+    """(W/A/G bits: the lowest over quantized layers and activation quantizers, 32 where nothing is quantized;
+    per-layer detail). Activation quantizers placed in the model (``act: {name: sign}``) count as ``a``."""
+    owned = set()
+    per_layer = []
+    for n, m in quant_layers(model):
+        per_layer.append({"layer": n, **m.bits()})
+        owned.update(id(q) for q in (m.weight_quantizer, m.input_quantizer, m.grad_quantizer) if q is not None)
+    for n, m in model.named_modules():
+        if isinstance(m, Quantizer) and id(m) not in owned:
+            per_layer.append({"layer": n, "activation": m.bits})
+    overall = {k: min([r[k] for r in per_layer if k in r], default=32) for k in ("w", "a", "g")}
+    overall["a"] = min([overall["a"]] + [r["activation"] for r in per_layer if "activation" in r])
     return overall, per_layer

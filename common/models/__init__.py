@@ -16,6 +16,35 @@ from common.validate import check_spec
 MODELS: dict[str, Callable[..., nn.Module]] = {"mlp": mlp, "lenet5": lenet5, "vgg_small": vgg_small}
 
 
+def register_model(name: str) -> Callable:
+    """Decorator for a builder ``fn(in_shape, num_classes, **kwargs) -> nn.Module``; papers that define their own
+    block order (XNOR-Net) register their models from their package."""
+
+    def deco(fn: Callable) -> Callable:
+        if name in MODELS:
+            raise ValueError(f"model {name!r} registered twice")
+        MODELS[name] = fn
+        return fn
+
+    return deco
+
+
+@register_model("resnet18")
+def resnet18(in_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """torchvision's ResNet-18 (He et al. 2016), randomly initialised."""
+    import torchvision
+
+    return torchvision.models.resnet18(num_classes=num_classes)
+
+
+@register_model("alexnet")
+def alexnet(in_shape: tuple[int, ...], num_classes: int, dropout: float = 0.5) -> nn.Module:
+    """torchvision's AlexNet (single-tower variant, no LRN), randomly initialised."""
+    import torchvision
+
+    return torchvision.models.alexnet(num_classes=num_classes, dropout=dropout)
+
+
 def check_model_spec(spec: dict, path: str = "model") -> dict:
     return check_spec(spec, MODELS, path, "model", skip=("in_shape", "num_classes"))
 

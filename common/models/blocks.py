@@ -1,23 +1,65 @@
 """Pieces shared by the architectures: activation, batch norm and initialisation choices."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Union
 
+import torch
 from torch import nn
 
-Activation = Literal["relu", "htanh", "identity"]
+from common.quant import build_quantizer, check_quantizer_spec
+from common.quant.pow2 import ap2_ste
+
+# an activation is a plain nonlinearity, or a quantizer spec ({name: sign, ste: htanh} = BNN's binary activation)
+Activation = Union[Literal["relu", "htanh", "identity"], dict]
 Init = Literal["torch", "glorot_uniform"]
 
 
-def activation(name: Activation) -> nn.Module:
-    return {"relu": nn.ReLU, "htanh": nn.Hardtanh, "identity": nn.Identity}[name]()
+def activation(act: Activation, path: str = "model.act") -> nn.Module:
+    if isinstance(act, dict):
+        return build_quantizer(check_quantizer_spec(act, path))
+    return {"relu": nn.ReLU, "htanh": nn.Hardtanh, "identity": nn.Identity}[act]()
 
 
-def bn_layer(kind: Literal["1d", "2d"], n: int, enabled: bool, momentum: float, eps: float) -> nn.Module:
+class ShiftBatchNorm(nn.Module):
+    """BNN's shift-based batch norm (Torch7 ``BatchNormalizationShiftPow2``), with AP2 = power-of-two rounding:
+
+        c = x - mean_B(x);  var = mean_B(AP2(c) * c);  y = c * AP2((var + eps)^-1/2) * AP2(gamma) + beta
+
+    Evaluation uses the running mean and variance. Gradients pass straight through AP2.
+    """
+
+    def __init__(self, n: int, eps: float = 1e-5, momentum: float = 0.125):
+        super().__init__()
+        self.eps, self.momentum = eps, momentum
+        self.weight = nn.Parameter(torch.ones(n))
+        self.bias = nn.Parameter(torch.zeros(n))
+        self.register_buffer("running_mean", torch.zeros(n))
+        self.register_buffer("running_var", torch.ones(n))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dims = [0] + list(range(2, x.dim()))
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        if self.training:
+            mean = x.mean(dims)
+            c = x - mean.view(shape)
+            var = (ap2_ste(c) * c).mean(dims)
+            with torch.no_grad():
+                self.running_mean.lerp_(mean.detach(), self.momentum)
+                self.running_var.lerp_(var.detach(), self.momentum)
+        else:
+            c, var = x - self.running_mean.view(shape), self.running_var
+        inv_std = ap2_ste((var + self.eps).rsqrt())
+        return c * (inv_std * ap2_ste(self.weight)).view(shape) + self.bias.view(shape)
+
+
+def bn_layer(kind: Literal["1d", "2d"], n: int, enabled: bool, momentum: float, eps: float,
+             shift: bool = False) -> nn.Module:
     """BatchNorm whose running statistics follow x_run <- (1 - momentum) x_run + momentum x_batch
-    (momentum = BinaryConnect's alpha)."""
+    (momentum = BinaryConnect's alpha); ``shift`` gives BNN's shift-based variant."""
     if not enabled:
         return nn.Identity()
+    if shift:
+        return ShiftBatchNorm(n, eps=eps, momentum=momentum)
     return (nn.BatchNorm1d if kind == "1d" else nn.BatchNorm2d)(n, eps=eps, momentum=momentum)
 
 

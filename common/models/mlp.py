@@ -14,7 +14,7 @@ from common.validate import Range
 
 
 def mlp(in_shape: tuple[int, ...], num_classes: int, widths: list[int] = [1024, 1024, 1024],  # noqa: B006
-        batch_norm: bool = True, bn_momentum: float = 0.1, bn_eps: float = 1e-5, output_bn: bool = False,
+        batch_norm: bool = True, bn_momentum: float = 0.1, bn_eps: float = 1e-5, bn_shift: bool = False, output_bn: bool = False,
         dropout_in: float = 0.0, dropout_hidden: float = 0.0, act: Activation = "relu",
         init: Init = "torch") -> nn.Sequential:
     layers: list[nn.Module] = [nn.Flatten()]
@@ -22,13 +22,13 @@ def mlp(in_shape: tuple[int, ...], num_classes: int, widths: list[int] = [1024, 
         layers.append(nn.Dropout(dropout_in))
     n_in = math.prod(in_shape)
     for i, w in enumerate(widths):
-        layers += [nn.Linear(n_in, w), bn_layer("1d", w, batch_norm, bn_momentum, bn_eps), activation(act)]
+        layers += [nn.Linear(n_in, w), bn_layer("1d", w, batch_norm, bn_momentum, bn_eps, bn_shift), activation(act)]
         if dropout_hidden:
             layers.append(nn.Dropout(dropout_hidden))
         n_in = w
     layers.append(nn.Linear(n_in, num_classes))
     if output_bn:
-        layers.append(bn_layer("1d", num_classes, True, bn_momentum, bn_eps))
+        layers.append(bn_layer("1d", num_classes, True, bn_momentum, bn_eps, bn_shift))
     return initialise(nn.Sequential(*layers), init)
 
 

@@ -88,3 +88,49 @@ class SignStochastic(Quantizer):
 
     def extra_repr(self) -> str:
         return f"H={self.H}, ste={self.ste}, eval={self.eval_mode}"
+
+
+class _ScaledSignSTE(torch.autograd.Function):
+    """Forward alpha * sign(W). Backward ``paper``: g * (1/n + alpha * 1_{|W|<=1}) (XNOR-Net §3.1);
+    ``exact``: (1/n) sign(W) sum_filter(g * sign(W)) + alpha * g * 1_{|W|<=1}, the derivative of alpha(W) sign(W)
+    with sign' := 1_{|W|<=1} (the correction noted by the XNOR-Net-PyTorch authors)."""
+
+    @staticmethod
+    def forward(ctx, w: torch.Tensor, dims: tuple[int, ...], exact: bool) -> torch.Tensor:
+        alpha = w.abs().mean(dim=dims, keepdim=True)
+        b = torch.where(w >= 0, 1.0, -1.0).to(w.dtype)
+        ctx.save_for_backward(w, alpha, b)
+        ctx.dims, ctx.exact = dims, exact
+        return alpha * b
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        w, alpha, b = ctx.saved_tensors
+        n = w.numel() // alpha.numel()
+        mask = (w.abs() <= 1).to(g.dtype)
+        if ctx.exact:
+            grad = b * (g * b).sum(dim=ctx.dims, keepdim=True) / n + alpha * g * mask
+        else:
+            grad = g * (1.0 / n + alpha * mask)
+        return grad, None, None
+
+
+@register("scaled_sign")
+class ScaledSign(Quantizer):
+    """XNOR-Net's binary-weight approximation (BWN, Rastegari et al. 2016, Eq. 2-6): W ~ alpha * sign(W) with
+    alpha = mean|W| = ||W||_1 / n, per output filter (``per: filter``, n = c*w*h) or over the layer (``per: layer``);
+    sign(0) = +1. ``grad``: ``paper`` (the paper's printed gradient) or ``exact`` (see _ScaledSignSTE).
+    """
+
+    bits = 1
+
+    def __init__(self, per: Literal["filter", "layer"] = "filter", grad: Literal["paper", "exact"] = "paper"):
+        super().__init__()
+        self.per, self.grad = per, grad
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        dims = tuple(range(1, w.dim())) if self.per == "filter" else tuple(range(w.dim()))
+        return _ScaledSignSTE.apply(w, dims, self.grad == "exact")
+
+    def extra_repr(self) -> str:
+        return f"per={self.per}, grad={self.grad}"

@@ -1,0 +1,23 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / "shared" / "datasets"
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_threads():
+    torch.manual_seed(0)
+    yield
+
+
+@pytest.fixture
+def mnist_dir() -> Path:
+    """The real MNIST (shared/datasets or $LOWBIT_DATA); tests that need it are skipped with a reason otherwise."""
+    for d in (os.environ.get("LOWBIT_DATA"), SHARED_DATA):
+        if d and (Path(d) / "MNIST" / "raw" / "t10k-images-idx3-ubyte").is_file():
+            return Path(d)
+    pytest.skip("real MNIST not found (set LOWBIT_DATA to a folder holding MNIST/raw)")
