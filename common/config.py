@@ -224,6 +224,9 @@ def validate(data: dict) -> Config:
 
     cfg = _from_dict(Config, data, "")
     cfg.model = check_model_spec(cfg.model, "model")
+    for key, value in cfg.model.items():  # quantizers given as model arguments (act: {name: sign, ...})
+        if isinstance(value, dict) and "name" in value:
+            cfg.model[key] = check_quantizer_spec(value, f"model.{key}")
     for i, rule in enumerate(cfg.quant.rules):
         for kind in ("weight", "input", "grad"):
             spec = getattr(rule, kind)

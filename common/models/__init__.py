@@ -9,11 +9,12 @@ from typing import Callable
 
 from torch import nn
 
-from common.models.convnets import lenet5, vgg_small
+from common.models.convnets import alexnet_bn, lenet5, vgg_small
 from common.models.mlp import mlp
 from common.validate import check_spec
 
-MODELS: dict[str, Callable[..., nn.Module]] = {"mlp": mlp, "lenet5": lenet5, "vgg_small": vgg_small}
+MODELS: dict[str, Callable[..., nn.Module]] = {"mlp": mlp, "lenet5": lenet5, "vgg_small": vgg_small,
+                                              "alexnet_bn": alexnet_bn}
 
 
 def register_model(name: str) -> Callable:

@@ -71,3 +71,22 @@ def vgg_small(in_shape: tuple[int, ...], num_classes: int,
 
 vgg_small.ranges = {"channels": Range(lo=1), "fc": Range(lo=1), "bn_momentum": Range(0, 1),
                     "bn_eps": Range(lo=0, lo_open=True)}
+
+
+def alexnet_bn(in_shape: tuple[int, ...], num_classes: int, dropout: float = 0.1, bn_eps: float = 1e-4,
+               act: Activation = "relu", init: Init = "torch") -> nn.Sequential:
+    """AlexNet with BatchNorm and no LRN, the float/BWN AlexNet of XNOR-Net (Table 1; official ``alexnet`` model):
+    Conv-BN-ReLU blocks 96 11x11/4, 256 5x5, 384 3x3, 384 3x3, 256 3x3 with MP3/2 after the 1st, 2nd and 5th,
+    FC6 4096 (6x6 conv) and FC7 4096 (1x1 conv) each after dropout, then Conv 1000 1x1. ``act`` may be a quantizer
+    (QNN's quantized activations)."""
+    def block(c_in, c_out, k, stride=1, padding=0):
+        return [nn.Conv2d(c_in, c_out, k, stride, padding), nn.BatchNorm2d(c_out, eps=bn_eps), activation(act)]
+
+    layers = (block(in_shape[0], 96, 11, 4, 2) + [nn.MaxPool2d(3, 2)] + block(96, 256, 5, padding=2)
+              + [nn.MaxPool2d(3, 2)] + block(256, 384, 3, padding=1) + block(384, 384, 3, padding=1)
+              + block(384, 256, 3, padding=1) + [nn.MaxPool2d(3, 2), nn.Dropout(dropout)] + block(256, 4096, 6)
+              + [nn.Dropout(dropout)] + block(4096, 4096, 1) + [nn.Conv2d(4096, num_classes, 1), nn.Flatten()])
+    return initialise(nn.Sequential(*layers), init)
+
+
+alexnet_bn.ranges = {"dropout": Range(0, 1, hi_open=True), "bn_eps": Range(lo=0, lo_open=True)}

@@ -17,25 +17,42 @@ def hard_sigmoid(x: torch.Tensor) -> torch.Tensor:
     return ((x + 1) * 0.5).clamp_(0, 1)
 
 
-class _BinarySTE(torch.autograd.Function):
-    """Forward: +H where ``positive`` else -H. Backward: the gradient w.r.t. the binary value is passed to the
-    real value unchanged (BinaryConnect: dC/dw := dC/dw_b), or, with ``cancel``, multiplied by 1_{|x| <= 1}
-    (BNN's hard-tanh estimator, "gradient cancellation")."""
+class _StraightThrough(torch.autograd.Function):
+    """Forward: the already quantized ``q``. Backward: the gradient w.r.t. ``q`` is passed to the real value ``x``
+    unchanged (BinaryConnect: dC/dw := dC/dw_b), or, with a ``bound`` b, multiplied by 1_{|x| <= b} (BNN's
+    hard-tanh estimator with b = 1, "gradient cancellation")."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, positive: torch.Tensor, H: float, cancel: bool) -> torch.Tensor:
-        ctx.cancel = cancel
-        if cancel:
+    def forward(ctx, x: torch.Tensor, q: torch.Tensor, bound: float | None) -> torch.Tensor:
+        ctx.bound = bound
+        if bound is not None:
             ctx.save_for_backward(x)
-        out = torch.full_like(x, -H)
-        return out.masked_fill_(positive, H)
+        return q
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        if ctx.cancel:
+        if ctx.bound is not None:
             (x,) = ctx.saved_tensors
-            grad = grad * (x.abs() <= 1).to(grad.dtype)
-        return grad, None, None, None
+            grad = grad * (x.abs() <= ctx.bound).to(grad.dtype)
+        return grad, None, None
+
+
+def straight_through(x: torch.Tensor, q: torch.Tensor, bound: float | None = None) -> torch.Tensor:
+    """``q`` in the forward pass, d/dx = 1 (or 1_{|x| <= bound}) in the backward pass."""
+    return _StraightThrough.apply(x, q, bound)
+
+
+def binarize(x: torch.Tensor, H: float) -> torch.Tensor:
+    """+H where x >= 0, else -H, in two fused passes: x + 0.0 turns -0.0 into +0.0, then copysign."""
+    q = x + 0.0
+    return torch.copysign(torch.tensor(H, dtype=x.dtype, device=x.device), q, out=q)
+
+
+def binarize_stochastic(x: torch.Tensor, H: float) -> torch.Tensor:
+    """+H with probability hard_sigmoid(x / H), else -H: with u ~ U[0, 1), u < (x/H + 1)/2 <=> (2u - 1) H < x
+    (the clip of hard_sigmoid needs no pass of its own: u < 1 and u >= 0 saturate it)."""
+    u = torch.rand_like(x).mul_(2 * H).sub_(H)
+    return torch.where(u < x, H, -H).to(x.dtype)
 
 
 Estimator = Literal["identity", "htanh"]
@@ -57,7 +74,9 @@ class Sign(Quantizer):
         self.H, self.ste = H, ste
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _BinarySTE.apply(x, x >= 0, self.H, self.ste == "htanh")
+        with torch.no_grad():
+            q = binarize(x, self.H)
+        return straight_through(x, q, 1.0 if self.ste == "htanh" else None)
 
     def extra_repr(self) -> str:
         return f"H={self.H}, ste={self.ste}"
@@ -79,12 +98,11 @@ class SignStochastic(Quantizer):
         self.H, self.ste, self.eval_mode = H, ste, eval
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training:
-            if self.eval_mode == "real":
-                return x
-            return _BinarySTE.apply(x, x >= 0, self.H, self.ste == "htanh")
-        p = hard_sigmoid(x.detach() / self.H)
-        return _BinarySTE.apply(x, torch.rand_like(p) < p, self.H, self.ste == "htanh")
+        if not self.training and self.eval_mode == "real":
+            return x
+        with torch.no_grad():
+            q = binarize(x, self.H) if not self.training else binarize_stochastic(x, self.H)
+        return straight_through(x, q, 1.0 if self.ste == "htanh" else None)
 
     def extra_repr(self) -> str:
         return f"H={self.H}, ste={self.ste}, eval={self.eval_mode}"

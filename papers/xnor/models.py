@@ -153,21 +153,3 @@ def xnor_alexnet(in_shape: tuple[int, ...], num_classes: int, weight: dict = SCA
 
 xnor_alexnet.ranges = dict(_COMMON)
 
-
-@register_model("alexnet_bn")
-def alexnet_bn(in_shape: tuple[int, ...], num_classes: int, dropout: float = 0.1, bn_eps: float = 1e-4,
-               init: Init = "torch") -> nn.Sequential:
-    """AlexNet with BatchNorm and no LRN, the float/BWN AlexNet of XNOR-Net (Table 1; official ``alexnet`` model):
-    Conv-BN-ReLU blocks 96 11x11/4, 256 5x5, 384 3x3, 384 3x3, 256 3x3 with MP3/2 after the 1st, 2nd and 5th,
-    FC6 4096 (6x6 conv) and FC7 4096 (1x1 conv) each after dropout, then Conv 1000 1x1."""
-    def block(c_in, c_out, k, stride=1, padding=0):
-        return [nn.Conv2d(c_in, c_out, k, stride, padding), nn.BatchNorm2d(c_out, eps=bn_eps), nn.ReLU()]
-
-    layers = (block(in_shape[0], 96, 11, 4, 2) + [nn.MaxPool2d(3, 2)] + block(96, 256, 5, padding=2)
-              + [nn.MaxPool2d(3, 2)] + block(256, 384, 3, padding=1) + block(384, 384, 3, padding=1)
-              + block(384, 256, 3, padding=1) + [nn.MaxPool2d(3, 2), nn.Dropout(dropout)] + block(256, 4096, 6)
-              + [nn.Dropout(dropout)] + block(4096, 4096, 1) + [nn.Conv2d(4096, num_classes, 1), nn.Flatten()])
-    return initialise(nn.Sequential(*layers), init)
-
-
-alexnet_bn.ranges = {"dropout": Range(0, 1, hi_open=True), "bn_eps": Range(lo=0, lo_open=True)}
