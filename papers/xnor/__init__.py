@@ -9,7 +9,7 @@ from common.errors import UserError
 from papers.xnor import models
 
 DEFAULT_CONFIG = "mnist_cpu_xnor"
-BLOCK_ORDER_MODELS = ("xnor_lenet5", "xnor_vgg_small", "xnor_alexnet")
+BLOCK_ORDER_MODELS = ("xnor_lenet5", "xnor_vgg_small", "xnor_alexnet", "xnor_resnet18")
 
 
 def check(cfg: Config) -> None:

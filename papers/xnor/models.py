@@ -153,3 +153,38 @@ def xnor_alexnet(in_shape: tuple[int, ...], num_classes: int, weight: dict = SCA
 
 xnor_alexnet.ranges = dict(_COMMON)
 
+
+
+class XnorBasicBlock(nn.Module):
+    """ResNet basic block in B-A-C order: [BN -> sign -> XnorConv3x3] x 2 plus the shortcut; shortcut B (a 1x1
+    projection, kept real, with BN) where the shape changes (XNOR-Net Table 2, "ResNet-18 (shortcut B)")."""
+
+    def __init__(self, b: Blocks, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.body = nn.Sequential(*b.conv(c_in, c_out, 3, stride, 1), *b.conv(c_out, c_out, 3, 1, 1))
+        self.shortcut = (nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+                         if stride != 1 or c_in != c_out else nn.Identity())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x) + self.shortcut(x)
+
+
+@register_model("xnor_resnet18")
+def xnor_resnet18(in_shape: tuple[int, ...], num_classes: int, weight: dict = SCALED_SIGN,  # noqa: B006
+                  input: dict = SIGN_HTANH, act_scale: bool = True, relu: bool = False,  # noqa: B006
+                  bn_affine: bool = True, bn_eps: float = 1e-5, bn_momentum: float = 0.1, clip: float | None = 1.0,
+                  init: Init = "torch") -> nn.Sequential:
+    """ResNet-18 in B-A-C-P order: the real 7x7/2 stem (Conv -> BN -> ReLU -> MP3/2), four stages of two
+    ``XnorBasicBlock`` (64, 128, 256, 512 channels), BN -> ReLU -> global average pool -> real FC."""
+    b = Blocks(weight, input, act_scale, relu, bn_affine, bn_eps, bn_momentum, clip)
+    layers: list[nn.Module] = [nn.Conv2d(in_shape[0], 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
+                               nn.MaxPool2d(3, 2, 1)]
+    c = 64
+    for i, width in enumerate((64, 128, 256, 512)):
+        layers += [XnorBasicBlock(b, c, width, 1 if i == 0 else 2), XnorBasicBlock(b, width, width, 1)]
+        c = width
+    layers += [nn.BatchNorm2d(c), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, num_classes)]
+    return initialise(nn.Sequential(*layers), init)
+
+
+xnor_resnet18.ranges = dict(_COMMON)
