@@ -220,7 +220,7 @@ def _from_dict(cls: type, data: Any, path: str) -> Any:
 def validate(data: dict) -> Config:
     """Typed, checked config from a merged dict (registry arguments included)."""
     from common.models import check_model_spec
-    from common.quant import check_quantizer_spec, select  # noqa: F401
+    from common.quant import check_quantizer_spec
 
     cfg = _from_dict(Config, data, "")
     cfg.model = check_model_spec(cfg.model, "model")
