@@ -13,6 +13,7 @@ import argparse
 import importlib
 import json
 import os
+import pickle
 import sys
 import time
 from datetime import datetime, timezone
@@ -216,7 +217,7 @@ def evaluate(ckpt_path: str, data_dir: str | None) -> dict:
         raise UserError(f"--ckpt {ckpt_path}: no such file")
     try:
         module = Classifier.load_from_checkpoint(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, OSError, KeyError, TypeError, ValueError, __import__("pickle").UnpicklingError) as e:
+    except (RuntimeError, EOFError, OSError, KeyError, TypeError, ValueError, pickle.UnpicklingError) as e:
         raise UserError(f"--ckpt {ckpt_path}: not a readable checkpoint of this suite ({type(e).__name__})") from None
     data = ClassificationData(module.cfg.data, data_root(data_dir))
     data.check_available()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import types
 import typing
 from dataclasses import dataclass
 from typing import Any, Callable, Literal, Union
@@ -50,7 +51,7 @@ def type_name(tp: Any) -> str:
         return "null"
     if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
-    if origin is Union or origin is getattr(__import__("types"), "UnionType", None):
+    if origin in (Union, types.UnionType):
         return " or ".join(type_name(a) for a in typing.get_args(tp))
     if origin is list:
         (item,) = typing.get_args(tp) or (Any,)
@@ -69,7 +70,7 @@ def check_value(value: Any, tp: Any, path: str, rng: Range | None = None) -> Any
     origin = typing.get_origin(tp)
     if tp is Any:
         return value
-    if origin is Union or origin is getattr(__import__("types"), "UnionType", None):
+    if origin in (Union, types.UnionType):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None

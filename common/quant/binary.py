@@ -116,7 +116,7 @@ class _ScaledSignSTE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, w: torch.Tensor, dims: tuple[int, ...], exact: bool) -> torch.Tensor:
         alpha = w.abs().mean(dim=dims, keepdim=True)
-        b = torch.where(w >= 0, 1.0, -1.0).to(w.dtype)
+        b = binarize(w, 1.0)
         ctx.save_for_backward(w, alpha, b)
         ctx.dims, ctx.exact = dims, exact
         return alpha * b
