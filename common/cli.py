@@ -1,6 +1,6 @@
 """``python -m papers.<name> train|test|configs``, written once for every paper.
 
-    train  [--config NAME|PATH] [--set key.path=value ...] [--seed N] [--data-dir DIR] [--wandb MODE]
+    train  [--config NAME|PATH] [--set key.path=value ...] [--seed N] [--init-from CKPT] [--data-dir DIR] [--wandb MODE]
     test   --ckpt PATH [--data-dir DIR]
     configs
 
@@ -13,7 +13,6 @@ import argparse
 import importlib
 import json
 import os
-import pickle
 import sys
 import time
 from datetime import datetime, timezone
@@ -42,6 +41,9 @@ def _parser(paper: str, configs_dir: Path, default_config: str) -> argparse.Argu
     t.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="override config keys, e.g. --set trainer.max_epochs=5 optim.lr_start=0.01")
     t.add_argument("--seed", type=int, default=None, help="random seed (default: the config's, 1)")
+    t.add_argument("--init-from", default=None, metavar="CKPT|RESULT|CONFIG",
+                   help="fine-tune: start from this checkpoint, result file's checkpoint, or config's result "
+                        "for the same seed (sets the config key init_from)")
     t.add_argument("--data-dir", default=None, help="dataset root (default: $LOWBIT_DATA, else ./data)")
     t.add_argument("--wandb", choices=("offline", "online", "disabled"), default="offline",
                    help="Weights & Biases logging (default offline: 'wandb sync' the run folder later)")
@@ -67,7 +69,8 @@ def main(paper: str, default_config: str, argv: list[str] | None = None) -> int:
         if args.command == "test":
             print(json.dumps(evaluate(args.ckpt, args.data_dir), indent=2))
             return 0
-        name, cfg = load_config(args.config, configs_dir, args.overrides, args.seed)
+        overrides = args.overrides + ([f"init_from={json.dumps(args.init_from)}"] if args.init_from else [])
+        name, cfg = load_config(args.config, configs_dir, overrides, args.seed)
         paper_check = getattr(importlib.import_module(f"papers.{paper}"), "check", None)
         if paper_check is not None:
             paper_check(cfg)  # the paper's own constraints on a config
@@ -101,6 +104,7 @@ def train(paper: str, name: str, cfg: Config, *, data_dir: str | None = None, wa
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
+    from common.checkpoint import load_weights, resolve_init
     from common.data import ClassificationData, data_root
     from common.module import Classifier, bits_summary, parameter_bits
 
@@ -110,6 +114,10 @@ def train(paper: str, name: str, cfg: Config, *, data_dir: str | None = None, wa
     data.check_available()  # fails before anything is written
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     module = Classifier(cfg.to_dict(), data.shape, data.num_classes)  # a bad conversion rule fails here
+    init_ckpt = None
+    if cfg.init_from:
+        init_ckpt = resolve_init(cfg.init_from, paper, cfg.seed, results_dir)
+        load_weights(module.model, init_ckpt)  # fails before anything is written
 
     run_dir = runs_dir / paper / name / f"seed{cfg.seed}"
     validate = cfg.data.val_size > 0 and cfg.trainer.limit_val_batches != 0
@@ -167,6 +175,7 @@ def train(paper: str, name: str, cfg: Config, *, data_dir: str | None = None, wa
             "tested_epoch": best_epoch if use_best else trainer.current_epoch - 1,
         },
         "errors_in": "percent",
+        "init_from": str(init_ckpt) if init_ckpt else None,
         "baseline": ({"config": cfg.baseline, "result": str(result_path(results_dir, paper, cfg.baseline, cfg.seed))}
                      if cfg.baseline else None),
         "param_count": sum(p.numel() for p in module.model.parameters()),
@@ -209,15 +218,15 @@ def evaluate(ckpt_path: str, data_dir: str | None) -> dict:
     import lightning as L
     import torch
 
+    from common.checkpoint import READ_ERRORS, read_checkpoint
     from common.data import ClassificationData, data_root
     from common.module import Classifier
 
     path = Path(ckpt_path)
-    if not path.is_file():
-        raise UserError(f"--ckpt {ckpt_path}: no such file")
+    read_checkpoint(path, "--ckpt")
     try:
         module = Classifier.load_from_checkpoint(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, OSError, KeyError, TypeError, ValueError, pickle.UnpicklingError) as e:
+    except READ_ERRORS as e:
         raise UserError(f"--ckpt {ckpt_path}: not a readable checkpoint of this suite ({type(e).__name__})") from None
     data = ClassificationData(module.cfg.data, data_root(data_dir))
     data.check_available()

@@ -35,6 +35,7 @@ class DataConfig:
     eval_batch_size: int = field(default=1000, metadata=rng(lo=1))
     val_size: int = field(default=10000, metadata=rng(lo=0))
     preprocess: Literal["none", "center", "pm1", "standardize", "gcn_zca"] = "none"
+    augment: Literal["none", "crop_flip"] = "none"  # crop_flip: pad 4, random crop, random horizontal flip
     num_workers: int = field(default=0, metadata=rng(lo=0))
     shape: list[int] = field(default_factory=lambda: [1, 28, 28], metadata=rng(lo=1))  # synthetic only
     num_classes: int = field(default=10, metadata=rng(lo=2))  # synthetic only
@@ -68,6 +69,7 @@ class OptimConfig:
     momentum: float = field(default=0.0, metadata=rng(lo=0, hi=1, hi_open=True))
     nesterov: bool = False
     weight_decay: float = field(default=0.0, metadata=rng(lo=0))
+    eps: float = field(default=1e-8, metadata=rng(lo=0, lo_open=True))  # Adam's epsilon
     glorot_lr_scale: bool = False  # per-layer lr x 1/sqrt(1.5/(fan_in+fan_out)) for quantized weights
     glorot_bias: bool = False  # ... and for their biases (BNN Torch7)
     glorot_round_pow2: bool = False  # round that scale to a power of two (BNN Torch7 CIFAR-10/SVHN)
@@ -96,6 +98,7 @@ class Config:
     scale: Literal["paper", "cpu"] = "cpu"
     baseline: Optional[str] = None
     seed: int = field(default=1, metadata=rng(lo=0))
+    init_from: Optional[str] = None  # fine-tune from: a .ckpt, a result .json or a config name (common.checkpoint)
     data: DataConfig = field(default_factory=DataConfig)
     model: dict = field(default_factory=lambda: {"name": "mlp"})
     quant: QuantConfig = field(default_factory=QuantConfig)

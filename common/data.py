@@ -62,6 +62,27 @@ class TensorDataset(Dataset):
         return self.x[idx], self.y[idx]
 
 
+def crop_flip(x: torch.Tensor, pad: int = 4) -> torch.Tensor:
+    """Per image: zero-pad by ``pad``, crop a random window of the original size, flip horizontally with p = 1/2
+    (the CIFAR-10 augmentation of TWN, ResNet...). Uses torch's global generator, so seeded runs repeat."""
+    n, c, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    i, j = torch.randint(0, 2 * pad + 1, (2, n, 1))
+    cols = j + torch.arange(w)
+    cols = torch.where(torch.rand(n, 1) < 0.5, cols.flip(1), cols)  # a flipped window reads its columns backwards
+    rows = i + torch.arange(h)
+    return padded[torch.arange(n)[:, None, None, None], torch.arange(c)[None, :, None, None],
+                  rows[:, None, :, None], cols[:, None, None, :]]
+
+
+class AugmentedTensorDataset(TensorDataset):
+    """Training split with ``crop_flip`` applied to every fetched batch."""
+
+    def __getitems__(self, idx: list[int]):
+        x, y = super().__getitems__(idx)
+        return crop_flip(x), y
+
+
 def _whole_batch(batch):
     return batch
 
@@ -201,7 +222,8 @@ class ClassificationData(L.LightningDataModule):
         n = len(ytr) - c.val_size
         xtr, xval, ytr, yval = xtr[:n], xtr[n:], ytr[:n], ytr[n:]
         xtr, xval, xte = preprocess(c.preprocess, xtr, [xval, xte])
-        self._splits = {"train": TensorDataset(xtr, ytr), "val": TensorDataset(xval, yval),
+        train_set = AugmentedTensorDataset if c.augment == "crop_flip" else TensorDataset
+        self._splits = {"train": train_set(xtr, ytr), "val": TensorDataset(xval, yval),
                         "test": TensorDataset(xte, yte)}
 
     def _imagenet(self) -> dict[str, Dataset]:

@@ -113,7 +113,7 @@ class Classifier(L.LightningModule):
     def configure_optimizers(self):
         o = self.cfg.optim
         opt = build_optimizer(o.name, self.param_groups(), lr=o.lr_start, momentum=o.momentum, nesterov=o.nesterov,
-                              weight_decay=o.weight_decay)
+                              weight_decay=o.weight_decay, eps=o.eps)
         if o.lr_end is not None:
             gamma = (o.lr_end / o.lr_start) ** (1.0 / self.cfg.trainer.max_epochs)
             sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma)

@@ -49,13 +49,13 @@ class ShiftAdaMax(torch.optim.Optimizer):
 
 
 def build_optimizer(name: str, groups: list[dict], *, lr: float, momentum: float = 0.0, nesterov: bool = False,
-                    weight_decay: float = 0.0) -> torch.optim.Optimizer:
+                    weight_decay: float = 0.0, eps: float = 1e-8) -> torch.optim.Optimizer:
     if name == "shift_adamax":
         return ShiftAdaMax(groups, lr=lr)
     folded = [{**{k: v for k, v in g.items() if k != "lr_scale"}, "lr": g.get("lr", lr) * g.get("lr_scale", 1.0)}
               for g in groups]
     if name == "adam":
-        return torch.optim.Adam(folded, lr=lr, weight_decay=weight_decay)
+        return torch.optim.Adam(folded, lr=lr, weight_decay=weight_decay, eps=eps)
     if name == "sgd":
         return torch.optim.SGD(folded, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
     raise ValueError(name)

@@ -11,7 +11,7 @@ from torch import nn
 
 from common.models.convnets import alexnet_bn, lenet5, vgg_small
 from common.models.mlp import mlp
-from common.validate import check_spec
+from common.validate import Range, check_spec
 
 MODELS: dict[str, Callable[..., nn.Module]] = {"mlp": mlp, "lenet5": lenet5, "vgg_small": vgg_small,
                                               "alexnet_bn": alexnet_bn}
@@ -31,11 +31,26 @@ def register_model(name: str) -> Callable:
 
 
 @register_model("resnet18")
-def resnet18(in_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    """torchvision's ResNet-18 (He et al. 2016), randomly initialised."""
+def resnet18(in_shape: tuple[int, ...], num_classes: int, width: float = 1.0) -> nn.Module:
+    """torchvision's ResNet-18 (He et al. 2016), randomly initialised. ``width`` multiplies the channels of every
+    stage (64, 128, 256, 512): TWN's ResNet-18B has 1.5x the filters."""
     import torchvision
+    from torchvision.models.resnet import BasicBlock
 
-    return torchvision.models.resnet18(num_classes=num_classes)
+    m = torchvision.models.resnet18(num_classes=num_classes)
+    if width != 1.0:  # same module names and forward; the stages rebuilt wider, initialised as torchvision does
+        c = [round(width * w) for w in (64, 128, 256, 512)]
+        m.conv1, m.bn1, m.inplanes = nn.Conv2d(3, c[0], 7, 2, 3, bias=False), nn.BatchNorm2d(c[0]), c[0]
+        m.layer1, m.layer2 = m._make_layer(BasicBlock, c[0], 2), m._make_layer(BasicBlock, c[1], 2, stride=2)
+        m.layer3, m.layer4 = m._make_layer(BasicBlock, c[2], 2, stride=2), m._make_layer(BasicBlock, c[3], 2, stride=2)
+        m.fc = nn.Linear(c[3], num_classes)
+        for mod in m.modules():
+            if isinstance(mod, nn.Conv2d):
+                nn.init.kaiming_normal_(mod.weight, mode="fan_out", nonlinearity="relu")
+    return m
+
+
+resnet18.ranges = {"width": Range(lo=0, lo_open=True)}
 
 
 @register_model("alexnet")

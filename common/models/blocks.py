@@ -9,14 +9,16 @@ from torch import nn
 from common.quant import build_quantizer, check_quantizer_spec
 from common.quant.pow2 import ap2_ste
 
-# an activation is a plain nonlinearity, or a quantizer spec ({name: sign, ste: htanh} = BNN's binary activation)
-Activation = Union[Literal["relu", "htanh", "identity"], dict]
-Init = Literal["torch", "glorot_uniform"]
+# an activation is a plain nonlinearity (clip01 = clip(x, 0, 1)), or a quantizer spec ({name: sign, ste: htanh} = BNN's binary activation)
+Activation = Union[Literal["relu", "htanh", "clip01", "identity"], dict]
+Init = Literal["torch", "glorot_uniform", "caffe_xavier"]
 
 
 def activation(act: Activation, path: str = "model.act") -> nn.Module:
     if isinstance(act, dict):
         return build_quantizer(check_quantizer_spec(act, path))
+    if act == "clip01":  # clip(x, 0, 1): DoReFa-Net's bounded activation h
+        return nn.Hardtanh(0.0, 1.0)
     return {"relu": nn.ReLU, "htanh": nn.Hardtanh, "identity": nn.Identity}[act]()
 
 
@@ -65,11 +67,15 @@ def bn_layer(kind: Literal["1d", "2d"], n: int, enabled: bool, momentum: float, 
 
 def initialise(model: nn.Module, init: Init) -> nn.Module:
     """``torch``: PyTorch's defaults. ``glorot_uniform``: W ~ U(+-sqrt(6 / (fan_in + fan_out))), biases 0
-    (Lasagne's default, used by the BinaryConnect/BNN float layers)."""
-    if init == "glorot_uniform":
+    (Lasagne's default, used by the BinaryConnect/BNN float layers). ``caffe_xavier``: Caffe's "xavier" filler,
+    W ~ U(+-sqrt(3 / fan_in)), biases 0 (TWN's Caffe models)."""
+    if init != "torch":
         for m in model.modules():
             if isinstance(m, (nn.Linear, nn.Conv2d)):
-                nn.init.xavier_uniform_(m.weight)
+                if init == "glorot_uniform":
+                    nn.init.xavier_uniform_(m.weight)
+                else:
+                    nn.init.kaiming_uniform_(m.weight, mode="fan_in", nonlinearity="linear")
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
     return model

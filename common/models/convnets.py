@@ -42,21 +42,23 @@ def vgg_small(in_shape: tuple[int, ...], num_classes: int,
               channels: list[int] = [128, 128, 256, 256, 512, 512],  # noqa: B006
               fc: list[int] = [1024, 1024], batch_norm: bool = True, bn_momentum: float = 0.1,  # noqa: B006
               bn_eps: float = 1e-5, bn_shift: bool = False, output_bn: bool = True, act: Activation = "relu",
-              init: Init = "torch") -> nn.Sequential:
+              pool_last: bool = False, init: Init = "torch") -> nn.Sequential:
     """(2x128C3)-MP2-(2x256C3)-MP2-(2x512C3)-MP2-(2x1024FC)-10 (BinaryConnect §3, BNN §2).
 
     Block order as the BinaryConnect code: Conv3x3(pad 1) -> [MaxPool2 after every second conv] -> BN -> act;
-    FC -> BN -> act; the last FC -> BN (``output_bn``) with no nonlinearity, into the loss.
-    SVHN variant: ``channels: [64, 64, 128, 128, 256, 256]``.
+    with ``pool_last`` Conv -> BN -> act -> [MaxPool2] (TWN's VGG-7). FC -> BN -> act; the last FC -> BN
+    (``output_bn``) with no nonlinearity, into the loss. SVHN variant: ``channels: [64, 64, 128, 128, 256, 256]``;
+    TWN's VGG-7: ``fc: [1024]``.
     """
     c_in, h, w = in_shape
     layers: list[nn.Module] = []
     for i, c in enumerate(channels):
-        layers.append(nn.Conv2d(c_in, c, 3, padding=1))
+        block = [nn.Conv2d(c_in, c, 3, padding=1), bn_layer("2d", c, batch_norm, bn_momentum, bn_eps, bn_shift),
+                 activation(act)]
         if i % 2 == 1:
-            layers.append(nn.MaxPool2d(2))
+            block.insert(len(block) if pool_last else 1, nn.MaxPool2d(2))
             h, w = h // 2, w // 2
-        layers += [bn_layer("2d", c, batch_norm, bn_momentum, bn_eps, bn_shift), activation(act)]
+        layers += block
         c_in = c
     layers.append(nn.Flatten())
     n_in = c_in * h * w

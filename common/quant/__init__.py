@@ -1,5 +1,5 @@
 """Quantizers (registered by name), quantized layers and the conversion pass."""
-from common.quant import binary, qnn  # noqa: F401  (registers sign, sign_stochastic, scaled_sign, linear/log_quant)
+from common.quant import binary, dorefa, qnn, ternary  # noqa: F401  (registers every quantizer by name)
 from common.quant.base import QUANTIZERS, Quantizer, build_quantizer, check_quantizer_spec, register
 from common.quant.convert import convert, convertible_layers, select
 from common.quant.layers import QConv2d, QLinear, clip_latent_weights, quant_layers

@@ -1,0 +1,4 @@
+from common.cli import main
+from papers.dorefa import DEFAULT_CONFIG
+
+raise SystemExit(main("dorefa", DEFAULT_CONFIG))
