@@ -32,6 +32,8 @@ def smoke_overrides(config: str, paper: str = "binaryconnect", **extra) -> list[
             "data.synthetic_size": 2 * n, "data.val_size": n, "data.batch_size": n, "data.eval_batch_size": n,
             "data.num_workers": 0, "trainer.max_epochs": 1, "trainer.limit_train_batches": 2,
             "trainer.limit_val_batches": 1, "trainer.limit_test_batches": 1}
+    if cfg.init_from:  # fine-tuning configs start from a trained run; the smoke run starts from scratch
+        sets["init_from"] = None
     sets.update(extra)
     return [f"{k}={json.dumps(v)}" for k, v in sets.items()]
 
@@ -171,3 +173,59 @@ def test_mnist_data_module_on_real_mnist(mnist_dir):
     assert torch.equal(va.y, raw.targets[50000:])  # validation = the last 10k training samples
     x, y = next(iter(dm.train_dataloader()))
     assert x.shape == (100, 1, 28, 28) and y.shape == (100,)
+
+
+def test_init_from_loads_the_float_network_and_is_recorded(tmp_path, capsys):
+    from common.checkpoint import load_weights
+
+    float_res = run_train(tmp_path, "mnist_cpu_float", paper="dorefa")
+    ft = run_train(tmp_path, "mnist_cpu_w1a2g4_ft", paper="dorefa", init_from="mnist_cpu_float")
+    assert ft["init_from"] == float_res["checkpoint"] and ft["config"]["init_from"] == "mnist_cpu_float"
+    # the weights it starts from are exactly the float run's (BN statistics included)
+    _, cfg = load_config("mnist_cpu_w1a2g4_ft", ROOT / "papers/dorefa/configs", smoke_overrides("mnist_cpu_w1a2g4_ft", "dorefa"))
+    module = Classifier(cfg.to_dict(), (1, 28, 28), 10)
+    load_weights(module.model, Path(float_res["checkpoint"]))
+    state = torch.load(float_res["checkpoint"], map_location="cpu", weights_only=False)["state_dict"]
+    for k, v in module.model.state_dict().items():
+        assert torch.equal(v, state["model." + k]), k
+    # the same through --init-from with a path
+    res = run_train(tmp_path / "b", "mnist_cpu_w1a2g4", paper="dorefa")
+    argv = ["train", "--config", "mnist_cpu_w1a2g4", "--init-from", float_res["checkpoint"], "--wandb", "disabled",
+            "--no-progress", "--results-dir", str(tmp_path / "c"), "--runs-dir", str(tmp_path / "c"),
+            "--set", *smoke_overrides("mnist_cpu_w1a2g4", "dorefa")]
+    assert main("dorefa", "unused", argv) == 0
+    with_init = json.loads((tmp_path / "c/dorefa/mnist_cpu_w1a2g4/seed1.json").read_text())
+    assert with_init["init_from"] == float_res["checkpoint"] and with_init["curve"] != res["curve"]
+
+
+@pytest.mark.parametrize("init_from,message", [
+    ("nope.ckpt", "init_from: checkpoint nope.ckpt not found"),
+    ("mnist_cpu_nothing", "init_from: 'mnist_cpu_nothing': no result"),
+    ("TWN", "does not fit this config's model"),
+])
+def test_bad_init_from_exits_2_and_writes_nothing(tmp_path, capsys, init_from, message):
+    if init_from == "TWN":  # a real checkpoint of another architecture
+        init_from = run_train(tmp_path / "twn", "mnist_cpu_float", paper="twn")["checkpoint"]
+        capsys.readouterr()
+    argv = ["train", "--config", "mnist_cpu_w1a2g4", "--init-from", init_from, "--wandb", "disabled", "--no-progress",
+            "--results-dir", str(tmp_path / "results"), "--runs-dir", str(tmp_path / "runs"),
+            "--set", *smoke_overrides("mnist_cpu_w1a2g4", "dorefa")]
+    assert main("dorefa", "unused", argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert not (tmp_path / "results").exists() and not (tmp_path / "runs").exists()
+
+
+def test_crop_flip_augmentation():
+    from common.data import crop_flip
+
+    x = torch.randn(64, 3, 8, 8)
+    out = crop_flip(x, pad=2)
+    assert out.shape == x.shape
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    for img, src in zip(out, padded):  # every output is a window of its padded image, maybe mirrored
+        windows = [src[:, i:i + 8, j:j + 8] for i in range(5) for j in range(5)]
+        assert any(torch.equal(img, w) or torch.equal(img, w.flip(2)) for w in windows)
+    flipped = sum(not any(torch.equal(img, src[:, i:i + 8, j:j + 8]) for i in range(5) for j in range(5))
+                  for img, src in zip(out, padded))
+    assert 10 < flipped < 54  # about half are mirrored
