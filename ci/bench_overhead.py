@@ -19,7 +19,7 @@ import torch
 
 from common.config import load_config
 from common.module import Classifier
-from common.quant import clip_latent_weights
+from common.quant import after_step
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = {"float": "mnist_cpu_float", "binary det (sign)": "mnist_cpu_det",
@@ -37,7 +37,7 @@ def make_step(config: str, x: torch.Tensor, y: torch.Tensor):
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        clip_latent_weights(module.model)
+        after_step(module.model)
 
     return step
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -56,16 +57,28 @@ def resolve_init(init_from: str, paper: str, seed: int, results_dir: Path) -> Pa
     return p
 
 
+_QUANTIZER_KEY = re.compile(r"(^|\.)\w*quantizer\.")
+
+
+def is_quantizer_key(key: str) -> bool:
+    """Whether a state-dict key is a quantizer's state (``...weight_quantizer.il``), not a network weight."""
+    return bool(_QUANTIZER_KEY.search(key))
+
+
 def load_weights(model: nn.Module, path: Path) -> None:
     """Copy the network weights of checkpoint ``path`` into ``model``; they must fit it exactly."""
     state = {k.removeprefix("model."): v for k, v in read_checkpoint(path, "init_from").get("state_dict").items()
              if k.startswith("model.")}
     own = model.state_dict()
-    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    # quantizer state (dynamic fixed point's ranges) is carried over where both have it, and optional otherwise:
+    # a network fine-tuned in stages gains quantizers from one stage to the next
+    missing = sorted(k for k in set(own) - set(state) if not is_quantizer_key(k))
+    unexpected = sorted(k for k in set(state) - set(own) if not is_quantizer_key(k))
+    state = {k: v for k, v in state.items() if k in own}
     wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
     if missing or unexpected or wrong:
         first = (f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}" if unexpected
                  else f"{wrong[0]} has shape {tuple(state[wrong[0]].shape)}, expected {tuple(own[wrong[0]].shape)}")
         raise UserError(f"init_from {path}: the checkpoint's network does not fit this config's model ({first}; "
                         f"{len(missing)} missing, {len(unexpected)} unexpected, {len(wrong)} of another shape)")
-    model.load_state_dict(state)
+    model.load_state_dict(state, strict=False)

@@ -119,6 +119,9 @@ def train(paper: str, name: str, cfg: Config, *, data_dir: str | None = None, wa
         init_ckpt = resolve_init(cfg.init_from, paper, cfg.seed, results_dir)
         load_weights(module.model, init_ckpt)  # fails before anything is written
 
+    if cfg.quant.calibrate_epochs:
+        calibrate(module, data, cfg, progress)
+
     run_dir = runs_dir / paper / name / f"seed{cfg.seed}"
     validate = cfg.data.val_size > 0 and cfg.trainer.limit_val_batches != 0
     ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val_err" if validate else None,
@@ -193,6 +196,28 @@ def train(paper: str, name: str, cfg: Config, *, data_dir: str | None = None, wa
     path = result_path(results_dir, paper, name, cfg.seed)
     write_json_atomic(path, result)
     return path
+
+
+def calibrate(module, data, cfg: Config, progress: bool) -> None:
+    """Range initialisation: ``quant.calibrate_epochs`` epochs of training with every quantizer observing but not
+    quantizing, then the initial parameters are restored and only the quantizers' state (e.g. dynamic fixed
+    point's integer lengths) is kept."""
+    import lightning as L
+
+    from common.checkpoint import is_quantizer_key
+    from common.quant import Quantizer
+
+    initial = {k: v.clone() for k, v in module.state_dict().items()}
+    quantizers = [m for m in module.modules() if isinstance(m, Quantizer)]
+    for q in quantizers:
+        q.calibrating = True
+    kw = {**_trainer_kwargs(cfg), "max_epochs": cfg.quant.calibrate_epochs, "limit_val_batches": 0}
+    L.Trainer(**kw, logger=False, enable_checkpointing=False, enable_progress_bar=progress,
+              enable_model_summary=False).fit(module, datamodule=data)
+    for q in quantizers:
+        q.calibrating = False
+    settled = {k: v for k, v in module.state_dict().items() if is_quantizer_key(k)}
+    module.load_state_dict({**initial, **settled})
 
 
 class EpochCurve(Callback):

@@ -50,23 +50,33 @@ class QuantRule:
     grad: Optional[dict] = None
     clip: Optional[float] = field(default=None, metadata=rng(lo=0, lo_open=True))
     init_range: Optional[float] = field(default=None, metadata=rng(lo=0, lo_open=True))
+    update: Optional[dict] = None  # quantizer of the stored weight and bias after each step (no master copy)
 
 
 @dataclass
 class QuantConfig:
     rules: list[QuantRule] = field(default_factory=list)
+    # range initialisation: train this many epochs with every quantizer observing but not quantizing, then restart
+    # from the initial parameters keeping the quantizers' state (Courbariaux et al. 2015's range-init epochs)
+    calibrate_epochs: int = field(default=0, metadata=rng(lo=0))
 
 
 @dataclass
 class OptimConfig:
     name: Literal["adam", "sgd", "shift_adamax"] = "adam"
     lr_start: float = field(default=1e-3, metadata=rng(lo=0, lo_open=True))
-    lr_end: Optional[float] = field(default=None, metadata=rng(lo=0, lo_open=True))  # exponential decay per epoch
+    lr_end: Optional[float] = field(default=None, metadata=rng(lo=0, lo_open=True))  # decay per epoch to lr_end:
+    lr_decay: Literal["exponential", "linear"] = "exponential"  # ... geometric, or linear (then constant)
+    lr_decay_epochs: Optional[int] = field(default=None, metadata=rng(lo=1))  # ... over N epochs (max_epochs)
     step_every: Optional[int] = field(default=None, metadata=rng(lo=1))  # or: x step_gamma every N epochs
     step_gamma: float = field(default=0.5, metadata=rng(lo=0, lo_open=True))
     lr_milestones: Optional[list[int]] = field(default=None, metadata=rng(lo=1))  # or: piecewise constant,
     lr_factors: Optional[list[float]] = field(default=None, metadata=rng(lo=0, lo_open=True))  # lr_start x factor
     momentum: float = field(default=0.0, metadata=rng(lo=0, hi=1, hi_open=True))
+    momentum_end: Optional[float] = field(default=None, metadata=rng(lo=0, hi=1, hi_open=True))  # linear ramp
+    momentum_epochs: Optional[int] = field(default=None, metadata=rng(lo=1))  # ... to momentum_end over N epochs
+    max_norm: Optional[float] = field(default=None, metadata=rng(lo=0, lo_open=True))  # per-unit weight norm cap
+    train_layers: Union[str, list[str]] = "all"  # Linear/Conv layers updated (a selector); the others are frozen
     nesterov: bool = False
     weight_decay: float = field(default=0.0, metadata=rng(lo=0))
     eps: float = field(default=1e-8, metadata=rng(lo=0, lo_open=True))  # Adam's epsilon
@@ -243,6 +253,8 @@ def validate(data: dict) -> Config:
         raise UserError("optim.lr_factors: expected one factor per entry of optim.lr_milestones")
     if o.lr_milestones is not None and o.lr_milestones != sorted(o.lr_milestones):
         raise UserError(f"optim.lr_milestones: expected increasing epochs, got {o.lr_milestones}")
+    if (o.momentum_end is None) != (o.momentum_epochs is None):
+        raise UserError("optim.momentum_epochs: expected together with optim.momentum_end (a linear ramp)")
     if cfg.optim.lr_end is not None and cfg.optim.lr_end > cfg.optim.lr_start:
         raise UserError(f"optim.lr_end: expected a value <= optim.lr_start ({cfg.optim.lr_start}), got {cfg.optim.lr_end}")
     return cfg

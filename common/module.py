@@ -1,8 +1,9 @@
 """The one LightningModule every paper trains with: classification with a quantized model.
 
 Parameterised by the config: loss (``cross_entropy`` or ``squared_hinge``), optimizer (``adam``/``sgd``/``shift_adamax``),
-exponential per-epoch learning-rate decay from ``lr_start`` to ``lr_end`` (or step decay), BinaryConnect's per-layer
-"Glorot" learning-rate scaling, latent-weight clipping after each optimizer step, top-1/top-5 error.
+exponential or linear per-epoch learning-rate decay from ``lr_start`` to ``lr_end`` (or step, or piecewise), a
+momentum ramp, BinaryConnect's per-layer "Glorot" learning-rate scaling, frozen layers, max-norm, latent-weight
+clipping and stored-value quantization after each optimizer step, top-1/top-5 error.
 A paper that needs more overrides a hook in its own package; it never copies this loop.
 """
 from __future__ import annotations
@@ -17,7 +18,7 @@ from torch import nn
 from common.config import Config, validate
 from common.models import build_model
 from common.optim import build_optimizer
-from common.quant import Quantizer, clip_latent_weights, convert, quant_layers
+from common.quant import Quantizer, after_step, convert, convertible_layers, quant_layers, select
 from common.quant.pow2 import ap2_scalar
 
 
@@ -55,14 +56,31 @@ class PiecewiseFactor:
         return f
 
 
+class DecayFactor:
+    """Learning-rate factor decaying from 1 to ``end`` over ``epochs`` epochs, then constant: ``exponential``
+    (geometric) or ``linear``."""
+
+    def __init__(self, end: float, epochs: int, kind: str):
+        self.end, self.epochs, self.kind = end, epochs, kind
+
+    def __call__(self, epoch: int) -> float:
+        t = min(epoch, self.epochs) / self.epochs
+        return self.end**t if self.kind == "exponential" else 1 + (self.end - 1) * t
+
+
 class Classifier(L.LightningModule):
     def __init__(self, config: dict, in_shape: tuple[int, ...], num_classes: int):
         super().__init__()
         self.save_hyperparameters()
         self.cfg: Config = validate(config)
         self.num_classes = num_classes
-        self.model = convert(build_model(self.cfg.model, in_shape, num_classes),
-                             [vars(r) for r in self.cfg.quant.rules])
+        model = build_model(self.cfg.model, in_shape, num_classes)
+        names = convertible_layers(model)
+        trained = set(select(self.cfg.optim.train_layers, names, "optim.train_layers"))
+        self.model = convert(model, [vars(r) for r in self.cfg.quant.rules])
+        for n in names:  # layers outside optim.train_layers keep their weights (fine-tuning schemes)
+            if n not in trained:
+                self.model.get_submodule(n).requires_grad_(False)
         self.loss_fn = LOSSES[self.cfg.loss]
         self.ks = (1, 5) if num_classes >= 10 else (1,)
 
@@ -107,16 +125,19 @@ class Classifier(L.LightningModule):
                 params = [m.weight] + ([m.bias] if o.glorot_bias and m.bias is not None else [])
                 groups.append({"params": params, "lr_scale": scale})
                 scaled.update(id(p) for p in params)
-        rest = [p for p in self.parameters() if id(p) not in scaled]
+        rest = [p for p in self.parameters() if id(p) not in scaled and p.requires_grad]
         return [{"params": rest, "lr_scale": 1.0}] + groups
 
     def configure_optimizers(self):
         o = self.cfg.optim
         opt = build_optimizer(o.name, self.param_groups(), lr=o.lr_start, momentum=o.momentum, nesterov=o.nesterov,
                               weight_decay=o.weight_decay, eps=o.eps)
-        if o.lr_end is not None:
+        if o.lr_end is not None and o.lr_decay == "exponential" and o.lr_decay_epochs is None:
             gamma = (o.lr_end / o.lr_start) ** (1.0 / self.cfg.trainer.max_epochs)
             sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma)
+        elif o.lr_end is not None:
+            factor = DecayFactor(o.lr_end / o.lr_start, o.lr_decay_epochs or self.cfg.trainer.max_epochs, o.lr_decay)
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         elif o.step_every is not None:
             sched = torch.optim.lr_scheduler.StepLR(opt, o.step_every, o.step_gamma)
         elif o.lr_milestones is not None:
@@ -125,9 +146,24 @@ class Classifier(L.LightningModule):
             return opt
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
 
+    def on_train_start(self):
+        after_step(self.model)  # stored values start on their grid (layers with an ``update`` quantizer)
+
+    def on_train_epoch_start(self):
+        o = self.cfg.optim
+        if o.momentum_end is not None:  # linear momentum ramp (Courbariaux et al. 2015)
+            t = min(self.current_epoch, o.momentum_epochs) / o.momentum_epochs
+            for group in self.trainer.optimizers[0].param_groups:
+                group["momentum"] = o.momentum + (o.momentum_end - o.momentum) * t
+
     def optimizer_step(self, *args, **kwargs):
         super().optimizer_step(*args, **kwargs)
-        clip_latent_weights(self.model)
+        if self.cfg.optim.max_norm is not None:  # cap each output unit's incoming weight norm (maxout papers)
+            with torch.no_grad():
+                for m in self.model.modules():
+                    if isinstance(m, (nn.Linear, nn.Conv2d)) and m.weight.requires_grad:
+                        m.weight.renorm_(2, 0, self.cfg.optim.max_norm)
+        after_step(self.model)
 
 
 def parameter_bits(model: nn.Module) -> int:

@@ -6,7 +6,7 @@ from torch import nn
 
 from common.errors import UserError
 from common.models import build_model
-from common.quant import QConv2d, QLinear, build_quantizer, clip_latent_weights, convert, quant_layers
+from common.quant import QConv2d, QLinear, build_quantizer, after_step, convert, quant_layers
 
 SIGN = {"name": "sign"}
 
@@ -47,7 +47,7 @@ def test_grad_quantizer_applies_to_output_gradient():
     assert torch.allclose(layer.weight.grad, _sign(g).T @ x.detach())
 
 
-def test_clip_latent_weights():
+def test_after_step_clips_latent_weights():
     layer = QLinear(10, 10, weight=build_quantizer(SIGN), clip=0.5)
     free = QLinear(10, 10, weight=build_quantizer(SIGN))
     with torch.no_grad():
@@ -55,7 +55,7 @@ def test_clip_latent_weights():
         free.weight.mul_(10)
     before = free.weight.detach().clone()
     model = nn.Sequential(layer, free)
-    clip_latent_weights(model)
+    after_step(model)
     assert layer.weight.abs().max() <= 0.5 and layer.weight.abs().max() == 0.5
     assert torch.equal(free.weight, before)
 

@@ -41,6 +41,7 @@ class Quantizer(nn.Module):
     registered_name: str = ""
     bits: int = 32
     ranges: dict[str, Range] = {}
+    calibrating: bool = False  # set during a calibration pass: stateful quantizers observe and pass values through
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -5,11 +5,14 @@ A rule names the layers it applies to and what to quantize there::
     quant:
       rules:
         - layers: all                      # all | first | last | all_but_first | all_but_last | all_but_first_last
-          weight: {name: sign, H: 1.0}     #   or a list of module-name globs ("features.*", "fc"), "first", "last"
+                                           #   | first:N | last:N (the first / last N layers)
+                                           #   or a list of module-name globs ("features.*", "fc"), "first", "last"
+          weight: {name: sign, H: 1.0}
           input: null
           grad: null
           clip: 1.0                        # latent-weight clip [-1, 1] after each step
           init_range: 1.0                  # re-initialise latent weights U(-1, 1) (BinaryConnect), optional
+          update: null                     # quantize the stored weight and bias after every step (no master copy)
         - layers: [first, last]            # a later rule overrides earlier ones for the layers it names
           weight: null
 
@@ -20,6 +23,7 @@ a typo cannot silently leave a layer in float. Works on any model, torchvision's
 from __future__ import annotations
 
 import fnmatch
+import re
 from typing import Iterable
 
 import torch
@@ -36,10 +40,14 @@ def convertible_layers(model: nn.Module) -> list[str]:
     return [n for n, m in model.named_modules() if type(m) in (nn.Linear, nn.Conv2d)]
 
 
-def select(layers: str | list[str], names: list[str], path: str = "quant.rules") -> list[str]:
+def select(layers: str | list[str], names: list[str], path: str = "quant.rules[0].layers") -> list[str]:
     """Names (in model order) that a rule's ``layers`` selects."""
     if not names:
         return []
+    if isinstance(layers, str) and re.fullmatch(r"(first|last):\d+", layers):  # the first / last N layers
+        side, n = layers.split(":")
+        n = int(n)
+        return names[:n] if side == "first" else names[len(names) - n:] if n else []
     if isinstance(layers, str) and layers in SELECTORS:
         first, last = names[0], names[-1]
         keep = {"all": lambda n: True, "first": lambda n: n == first, "last": lambda n: n == last,
@@ -54,7 +62,7 @@ def select(layers: str | list[str], names: list[str], path: str = "quant.rules")
             continue
         hit = [n for n in names if fnmatch.fnmatchcase(n, p)]
         if not hit:
-            raise UserError(f"{path}.layers: pattern {p!r} matches no Linear/Conv2d layer "
+            raise UserError(f"{path}: pattern {p!r} matches no Linear/Conv2d layer "
                             f"(layers are: {', '.join(names)})")
         chosen.update(hit)
     return [n for n in names if n in chosen]
@@ -62,7 +70,7 @@ def select(layers: str | list[str], names: list[str], path: str = "quant.rules")
 
 def _swap(layer: nn.Module, rule: dict) -> nn.Module:
     q = dict(weight=build_quantizer(rule.get("weight")), input=build_quantizer(rule.get("input")),
-             grad=build_quantizer(rule.get("grad")), clip=rule.get("clip"))
+             grad=build_quantizer(rule.get("grad")), clip=rule.get("clip"), update=build_quantizer(rule.get("update")))
     dev, dt = layer.weight.device, layer.weight.dtype
     if isinstance(layer, nn.Linear):
         new = QLinear(layer.in_features, layer.out_features, layer.bias is not None, device=dev, dtype=dt, **q)
@@ -87,7 +95,7 @@ def convert(model: nn.Module, rules: list[dict]) -> nn.Module:
     names = convertible_layers(model)
     plan: dict[str, dict] = {}
     for i, rule in enumerate(rules):
-        for n in select(rule.get("layers", "all"), names, f"quant.rules[{i}]"):
+        for n in select(rule.get("layers", "all"), names, f"quant.rules[{i}].layers"):
             plan[n] = rule
     for name, rule in plan.items():
         parent_name, _, attr = name.rpartition(".")

@@ -4,10 +4,16 @@
   gradient back to the latent weight.
 - ``input_quantizer``: applied to the activation entering the layer.
 - ``grad_quantizer``: applied to the gradient flowing back through the layer's output (W/A/G papers).
-- ``latent_clip``: after every optimizer step the latent weight is clipped to [-c, c] (done by the training
-  module through :func:`clip_latent_weights`).
+- ``latent_clip``: after every optimizer step the latent weight is clipped to [-c, c] (BinaryConnect §2.4).
+- ``update_quantizer``: after every optimizer step (and once before training) the stored weight and bias are
+  replaced by their quantized values: no float master copy (Gupta et al. 2015; Courbariaux et al. 2015's update
+  precision). The bias gets its own copy of the quantizer (its own range, for dynamic fixed point).
+
+The training module calls :func:`after_step` after each optimizer step.
 """
 from __future__ import annotations
+
+import copy
 
 import torch
 import torch.nn.functional as F
@@ -38,9 +44,21 @@ class QuantMixin:
     latent_clip: float | None
 
     def _init_quant(self, weight: Quantizer | None, input: Quantizer | None, grad: Quantizer | None,
-                    clip: float | None) -> None:
+                    clip: float | None, update: Quantizer | None) -> None:
         self.weight_quantizer, self.input_quantizer, self.grad_quantizer = weight, input, grad
         self.latent_clip = clip
+        self.update_quantizer = update
+        self.bias_update_quantizer = copy.deepcopy(update) if update is not None and self.bias is not None else None
+
+    @torch.no_grad()
+    def store(self) -> None:
+        """Clip the latent weight, then quantize the stored weight and bias (where the rule asks for it)."""
+        if self.latent_clip is not None:
+            self.weight.clamp_(-self.latent_clip, self.latent_clip)
+        if self.update_quantizer is not None:
+            self.weight.copy_(self.update_quantizer(self.weight))
+            if self.bias_update_quantizer is not None:
+                self.bias.copy_(self.bias_update_quantizer(self.bias))
 
     def quantized_weight(self) -> torch.Tensor:
         return self.weight if self.weight_quantizer is None else self.weight_quantizer(self.weight)
@@ -53,8 +71,9 @@ class QuantMixin:
 
     def bits(self) -> dict[str, int]:
         """Bits of weight, input activation and output gradient (32 where not quantized)."""
-        return {k: (32 if q is None else q.bits)
-                for k, q in (("w", self.weight_quantizer), ("a", self.input_quantizer), ("g", self.grad_quantizer))}
+        w = min((q.bits for q in (self.weight_quantizer, self.update_quantizer) if q is not None), default=32)
+        return {"w": w, **{k: (32 if q is None else q.bits)
+                           for k, q in (("a", self.input_quantizer), ("g", self.grad_quantizer))}}
 
     def extra_repr(self) -> str:
         return super().extra_repr() + (f", latent_clip={self.latent_clip}" if self.latent_clip is not None else "")
@@ -62,9 +81,10 @@ class QuantMixin:
 
 class QLinear(QuantMixin, nn.Linear):
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *, weight: Quantizer | None = None,
-                 input: Quantizer | None = None, grad: Quantizer | None = None, clip: float | None = None, **kw):
+                 input: Quantizer | None = None, grad: Quantizer | None = None, clip: float | None = None,
+                 update: Quantizer | None = None, **kw):
         super().__init__(in_features, out_features, bias, **kw)
-        self._init_quant(weight, input, grad, clip)
+        self._init_quant(weight, input, grad, clip, update)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._out(F.linear(self._in(x), self.quantized_weight(), self.bias))
@@ -76,10 +96,11 @@ class QLinear(QuantMixin, nn.Linear):
 class QConv2d(QuantMixin, nn.Conv2d):
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
                  groups: int = 1, bias: bool = True, padding_mode: str = "zeros", *, weight: Quantizer | None = None,
-                 input: Quantizer | None = None, grad: Quantizer | None = None, clip: float | None = None, **kw):
+                 input: Quantizer | None = None, grad: Quantizer | None = None, clip: float | None = None,
+                 update: Quantizer | None = None, **kw):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
                          padding_mode, **kw)
-        self._init_quant(weight, input, grad, clip)
+        self._init_quant(weight, input, grad, clip, update)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._out(self._conv_forward(self._in(x), self.quantized_weight(), self.bias))
@@ -96,9 +117,7 @@ def quant_layers(model: nn.Module) -> list[tuple[str, QuantMixin]]:
     return [(n, m) for n, m in model.named_modules() if isinstance(m, QUANT_LAYERS)]
 
 
-@torch.no_grad()
-def clip_latent_weights(model: nn.Module) -> None:
-    """w <- clip(w, -c, c) for every quantized layer that declares a latent clip (BinaryConnect §2.4)."""
+def after_step(model: nn.Module) -> None:
+    """After an optimizer step: latent clip and stored-value quantization of every quantized layer."""
     for _, m in quant_layers(model):
-        if m.latent_clip is not None:
-            m.weight.clamp_(-m.latent_clip, m.latent_clip)
+        m.store()

@@ -1,0 +1,126 @@
+"""Fixed-point numbers: a static format (Gupta et al. 2015) and dynamic fixed point (Courbariaux et al. 2015).
+
+Convention, the same for every quantizer here: ``wl`` is the word length *including the sign bit*, ``fl`` the
+fractional length; the step is eps = 2^-fl. ``range: twos_complement`` gives [-2^(wl-1), 2^(wl-1) - 1] * eps
+(Gupta's <IL, FL> with wl = IL + FL, the sign counted in IL; Ristretto; QPyTorch). ``range: symmetric`` gives
++-(2^(wl-1) - 1) * eps (Courbariaux's fixed_point(X, NOB, NOIB), whose NOB and NOIB exclude the sign:
+wl = NOB + 1, fl = NOB - NOIB). Values are saturated to the range after rounding.
+
+Rounding: ``nearest`` is floor(x/eps + 1/2) * eps (ties up, Gupta's definition); ``stochastic`` rounds up with
+probability (x - floor_eps(x)) / eps, i.e. floor(x/eps + u) * eps with u ~ U[0, 1), so E[SR(x)] = x inside the
+range. The backward pass is the identity (straight through), as these papers' simulators.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from common.quant.base import Quantizer, register
+from common.quant.binary import straight_through
+from common.validate import Range
+
+Rounding = Literal["nearest", "stochastic"]
+Span = Literal["twos_complement", "symmetric"]
+
+
+def to_fixed(x: torch.Tensor, wl: int, fl: int, rounding: Rounding = "nearest",
+             span: Span = "twos_complement") -> torch.Tensor:
+    """x on the grid eps = 2^-fl, rounded as asked, saturated to the range of a ``wl``-bit word (sign included)."""
+    eps = 2.0 ** -fl
+    top = 2 ** (wl - 1)
+    lo, hi = (-(top - 1) if span == "symmetric" else -top) * eps, (top - 1) * eps
+    noise = 0.5 if rounding == "nearest" else torch.rand_like(x)
+    return (torch.floor(x / eps + noise) * eps).clamp_(lo, hi)
+
+
+@register("fixed")
+class Fixed(Quantizer):
+    """A static fixed-point format: ``wl`` bits (sign included), ``fl`` fractional bits."""
+
+    ranges = {"wl": Range(2, 32), "fl": Range(-32, 64)}
+
+    def __init__(self, wl: int = 16, fl: int = 8, rounding: Rounding = "nearest", range: Span = "twos_complement"):
+        super().__init__()
+        self.bits, self.wl, self.fl, self.rounding, self.span = wl, wl, fl, rounding, range
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            q = to_fixed(x, self.wl, self.fl, self.rounding, self.span)
+        return straight_through(x, q)
+
+    def extra_repr(self) -> str:
+        return f"wl={self.wl}, fl={self.fl}, rounding={self.rounding}, range={self.span}"
+
+
+@register("dynamic_fixed")
+class DynamicFixed(Quantizer):
+    """Dynamic fixed point (Courbariaux, Bengio, David 2015, §3 and their code): a ``wl``-bit word (sign included,
+    symmetric range) whose integer length ``il`` (bits left of the point, sign excluded: NOIB) is shared by the
+    tensor and moves with its overflow rate. Overflow rate at il: the fraction of |x| >= the largest value
+    (2^(wl-1) - 1) * 2^-(wl-1-il). Every ``update_every`` training calls, with the rates at il and il - 1 averaged
+    over those calls: rate(il) > max_overflow -> il + 1; else rate(il - 1) > max_overflow -> keep; else il - 1.
+
+    ``init_il``: the starting integer length (5 in the reference code); null: the smallest one whose overflow
+    rate on the first non-zero tensor seen is at most ``max_overflow``. During a calibration pass
+    (``quant.calibrate_epochs``: the reference code's range-init epochs at 31 bits) the range adapts while values
+    pass unquantized. The integer length is a buffer, saved in checkpoints.
+    """
+
+    ranges = {"wl": Range(2, 32), "max_overflow": Range(0, 1), "update_every": Range(lo=1),
+              "init_il": Range(-64, 64)}
+
+    def __init__(self, wl: int = 10, rounding: Rounding = "nearest", max_overflow: float = 1e-4,
+                 update_every: int = 100, init_il: int | None = 5):
+        super().__init__()
+        self.bits, self.wl, self.rounding = wl, wl, rounding
+        self.max_overflow, self.update_every = max_overflow, update_every
+        self.register_buffer("il", torch.tensor(0 if init_il is None else init_il))
+        self.register_buffer("initialised", torch.tensor(init_il is not None))
+        self.register_buffer("calls", torch.tensor(0))
+        self.register_buffer("rates", torch.zeros(2, dtype=torch.float64))  # summed overflow rates at il, il - 1
+
+    def fl(self, il: int | None = None) -> int:
+        return self.wl - 1 - (int(self.il) if il is None else il)
+
+    def overflow_rate(self, x: torch.Tensor, il: int) -> float:
+        top = (2 ** (self.wl - 1) - 1) * 2.0 ** -self.fl(il)
+        return float((x.abs() >= top).double().mean())
+
+    @torch.no_grad()
+    def _observe(self, x: torch.Tensor) -> None:
+        if not self.initialised:
+            m = float(x.abs().max()) if x.numel() else 0.0
+            if m == 0:  # nothing to measure yet (zero-initialised weights): zeros are exact in any format
+                return
+            il = int(torch.ceil(torch.log2(torch.tensor(m))).item()) - 1
+            while self.overflow_rate(x, il) > self.max_overflow:
+                il += 1
+            while il > -64 and self.overflow_rate(x, il - 1) <= self.max_overflow:
+                il -= 1
+            self.il.fill_(il)
+            self.initialised.fill_(True)
+        if not self.training:
+            return
+        il = int(self.il)
+        self.rates += torch.tensor([self.overflow_rate(x, il), self.overflow_rate(x, il - 1)], dtype=torch.float64)
+        self.calls += 1
+        if int(self.calls) % self.update_every == 0:
+            now, below = (self.rates / self.update_every).tolist()
+            if now > self.max_overflow:
+                self.il += 1
+            elif below <= self.max_overflow:
+                self.il -= 1
+            self.rates.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._observe(x.detach())
+        if self.calibrating or not self.initialised:
+            return x
+        with torch.no_grad():
+            q = to_fixed(x, self.wl, self.fl(), self.rounding, "symmetric")
+        return straight_through(x, q)
+
+    def extra_repr(self) -> str:
+        return (f"wl={self.wl}, il={int(self.il)}, rounding={self.rounding}, max_overflow={self.max_overflow}, "
+                f"update_every={self.update_every}")
