@@ -1,7 +1,9 @@
 """``python -m papers.<name> train|test|configs``, written once for every paper.
 
-    train  [--config NAME|PATH] [--set key.path=value ...] [--seed N] [--init-from CKPT] [--data-dir DIR] [--wandb MODE]
-    test   --ckpt PATH [--data-dir DIR]
+    train     [--config NAME|PATH] [--set key.path=value ...] [--seed N] [--init-from CKPT] [--data-dir DIR] [--wandb MODE]
+    quantize  --from CKPT|RESULT|CONFIG [--config NAME|PATH] ...   (post-training quantization, no training)
+    finetune  --from CKPT|RESULT|CONFIG [--config NAME|PATH] ...   (quantize, then fine-tune)
+    test      --ckpt PATH [--data-dir DIR]
     configs
 
 A user error (bad config, missing data or checkpoint) prints one line and exits with status 2, before anything
@@ -51,6 +53,23 @@ def _parser(paper: str, configs_dir: Path, default_config: str) -> argparse.Argu
                    help="show the progress bar (default: when the output is a terminal)")
     t.add_argument("--results-dir", default="results", help="where result files go (default: results)")
     t.add_argument("--runs-dir", default="runs", help="where checkpoints and logs go (default: runs)")
+    for cmd, what in (("quantize", "post-training quantization of a trained float network by the config's 'ptq' "
+                                   "method: choose per-layer formats, test without fine-tuning, write the result"),
+                      ("finetune", "quantize as 'quantize', then fine-tune the quantized network from the float "
+                                   "weights and write results/<paper>/<config>_finetuned/seed<N>.json")):
+        q = sub.add_parser(cmd, help=what, formatter_class=argparse.RawDescriptionHelpFormatter,
+                           epilog=f"configs:\n{listing}")
+        q.add_argument("--from", dest="source", default=None, metavar="CKPT|RESULT|CONFIG",
+                       help="the float network: a checkpoint, a result file, or a float config's result (same seed); "
+                            "default: the config's init_from")
+        q.add_argument("--config", default=default_config, help=f"config name or YAML path (default: {default_config})")
+        q.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE")
+        q.add_argument("--seed", type=int, default=None)
+        q.add_argument("--data-dir", default=None)
+        q.add_argument("--wandb", choices=("offline", "online", "disabled"), default="offline")
+        q.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+        q.add_argument("--results-dir", default="results")
+        q.add_argument("--runs-dir", default="runs")
     e = sub.add_parser("test", help="evaluate a checkpoint on the test set and print its metrics as JSON")
     e.add_argument("--ckpt", required=True, help="checkpoint written by train (runs/<paper>/<config>/seed<N>/...)")
     e.add_argument("--data-dir", default=None, help="dataset root (default: $LOWBIT_DATA, else ./data)")
@@ -69,14 +88,19 @@ def main(paper: str, default_config: str, argv: list[str] | None = None) -> int:
         if args.command == "test":
             print(json.dumps(evaluate(args.ckpt, args.data_dir), indent=2))
             return 0
-        overrides = args.overrides + ([f"init_from={json.dumps(args.init_from)}"] if args.init_from else [])
+        init = getattr(args, "init_from", None)
+        overrides = args.overrides + ([f"init_from={json.dumps(init)}"] if init else [])
         name, cfg = load_config(args.config, configs_dir, overrides, args.seed)
         paper_check = getattr(importlib.import_module(f"papers.{paper}"), "check", None)
         if paper_check is not None:
             paper_check(cfg)  # the paper's own constraints on a config
         progress = sys.stderr.isatty() if args.progress is None else args.progress
-        path = train(paper, name, cfg, data_dir=args.data_dir, wandb=args.wandb, progress=progress,
-                     results_dir=Path(args.results_dir), runs_dir=Path(args.runs_dir))
+        dirs = {"results_dir": Path(args.results_dir), "runs_dir": Path(args.runs_dir)}
+        if args.command in ("quantize", "finetune"):
+            path = post_train(paper, name, cfg, args.source, finetune=args.command == "finetune",
+                              data_dir=args.data_dir, wandb=args.wandb, progress=progress, **dirs)
+        else:
+            path = train(paper, name, cfg, data_dir=args.data_dir, wandb=args.wandb, progress=progress, **dirs)
         if path:
             print(f"result: {path}")
         return 0
@@ -97,7 +121,7 @@ def _trainer_kwargs(cfg: Config) -> dict:
 
 
 def train(paper: str, name: str, cfg: Config, *, data_dir: str | None = None, wandb: str = "offline", progress: bool = True,
-          results_dir: Path = Path("results"), runs_dir: Path = Path("runs")) -> Path | None:
+          results_dir: Path = Path("results"), runs_dir: Path = Path("runs"), extra: dict | None = None) -> Path | None:
     """Fit, test (on the best-validation checkpoint, as the papers report) and write the result file."""
     import lightning as L
     import torch
@@ -106,7 +130,7 @@ def train(paper: str, name: str, cfg: Config, *, data_dir: str | None = None, wa
 
     from common.checkpoint import load_weights, resolve_init
     from common.data import ClassificationData, data_root
-    from common.module import Classifier, bits_summary, parameter_bits
+    from common.module import Classifier
 
     if cfg.trainer.num_threads:
         torch.set_num_threads(cfg.trainer.num_threads)
@@ -155,11 +179,29 @@ def train(paper: str, name: str, cfg: Config, *, data_dir: str | None = None, wa
     if not trainer.is_global_zero:
         return None
 
-    bits, per_layer = bits_summary(module.model)
     best_epoch = None
     if validate and curve.rows:
         best_epoch = min(curve.rows, key=lambda r: r.get("val_err", float("inf")))["epoch"]
-    result = {
+    metrics = {
+        **_errors(tested),
+        "best_val_err": pct(ckpt.best_model_score) if validate and ckpt.best_model_score is not None else None,
+        "tested_epoch": best_epoch if use_best else trainer.current_epoch - 1,
+    }
+    result = _result(paper, name, cfg, module.model, metrics, results_dir, init_ckpt, wall, **(extra or {}),
+                     epochs=trainer.current_epoch, checkpoint=str(Path(ckpt.best_model_path or ckpt.last_model_path)),
+                     curve=curve.rows)
+    path = result_path(results_dir, paper, name, cfg.seed)
+    write_json_atomic(path, result)
+    return path
+
+
+def _result(paper: str, name: str, cfg: Config, model, metrics: dict, results_dir: Path, init_ckpt: Path | None,
+            wall: float, **rest) -> dict:
+    """The result file's content (one schema for trained and post-training-quantized networks)."""
+    from common.module import bits_summary, parameter_bits
+
+    bits, per_layer = bits_summary(model)
+    return {
         "schema": SCHEMA,
         "status": "ok",
         "paper": paper,
@@ -172,30 +214,93 @@ def train(paper: str, name: str, cfg: Config, *, data_dir: str | None = None, wa
         "model": cfg.model["name"],
         "bits": bits,
         "layers": per_layer,
-        "metrics": {
-            **_errors(tested),
-            "best_val_err": pct(ckpt.best_model_score) if validate and ckpt.best_model_score is not None else None,
-            "tested_epoch": best_epoch if use_best else trainer.current_epoch - 1,
-        },
+        "metrics": metrics,
         "errors_in": "percent",
         "init_from": str(init_ckpt) if init_ckpt else None,
         "baseline": ({"config": cfg.baseline, "result": str(result_path(results_dir, paper, cfg.baseline, cfg.seed))}
                      if cfg.baseline else None),
-        "param_count": sum(p.numel() for p in module.model.parameters()),
-        "param_bits": parameter_bits(module.model),
-        "epochs": trainer.current_epoch,
+        "param_count": sum(p.numel() for p in model.parameters()),
+        "param_bits": parameter_bits(model),
         "wall_time_s": round(wall, 1),
         **environment(cfg.trainer.accelerator),
         "git_commit": git_commit(),
         "config_hash": cfg.hash(),
         "config": cfg.to_dict(),
-        "checkpoint": str(Path(ckpt.best_model_path or ckpt.last_model_path)),
-        "curve": curve.rows,
+        **rest,
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def post_train(paper: str, name: str, cfg: Config, source: str | None, *, finetune: bool = False, data_dir: str | None = None,
+               wandb: str = "offline", progress: bool = True, results_dir: Path = Path("results"),
+               runs_dir: Path = Path("runs")) -> Path:
+    """Post-training quantization of the float network in ``source`` by the config's ``ptq`` method: choose the
+    per-layer formats, test without fine-tuning and write the result file; with ``finetune``, then train the
+    quantized network from the float weights (the config's optim and trainer) and write ``<config>_finetuned``."""
+    import itertools
+
+    import lightning as L
+    import torch
+
+    from common.checkpoint import load_weights, resolve_init
+    from common.config import validate
+    from common.data import ClassificationData, data_root
+    from common.module import Classifier
+    from common.ptq import Calibration, build_ptq
+
+    if cfg.ptq is None:
+        raise UserError(f"--config {name}: no 'ptq' section (the post-training method) in this config")
+    source = source or cfg.init_from
+    if not source:
+        raise UserError(f"--from: which float network? (give --from, or init_from in config {name})")
+    data = ClassificationData(cfg.data, data_root(data_dir))
+    data.check_available()
+    src = resolve_init(source, paper, cfg.seed, results_dir)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    float_cfg = validate({**cfg.to_dict(), "quant": {"rules": []}, "init_from": None})
+    float_net = Classifier(float_cfg.to_dict(), data.shape, data.num_classes).model
+    load_weights(float_net, src)  # fails before anything is written
+    torch.set_flush_denormal(True)
+
+    start = time.time()
+    data.setup()
+    calib = list(itertools.islice(iter(data.calibration_dataloader()), cfg.ptq_batches))
+    val = data.val_dataloader() or data.test_dataloader()
+    cal = Calibration(float_net, calib, val)
+    rules, report = build_ptq(cfg.ptq).choose(cal)
+    report = {"method": cfg.ptq, "float_val_err": round(cal.error(), 4), "calibration_batches": len(calib),
+              "selected_on": "validation" if data.val_dataloader() else "test", **report}
+    quant_cfg = validate({**cfg.to_dict(), "quant": {**cfg.to_dict()["quant"], "rules": rules}, "init_from": str(src)})
+    quantized = cal.quantized(rules)
+    metrics = {**_errors(test_metrics(quantized, data.test_dataloader())),
+               "best_val_err": round(cal.error(rules), 4), "tested_epoch": None}
+    result = _result(paper, name, quant_cfg, quantized, metrics, results_dir, src, time.time() - start,
+                     ptq=report, epochs=0, checkpoint=None, curve=[])
     path = result_path(results_dir, paper, name, cfg.seed)
     write_json_atomic(path, result)
-    return path
+    if not finetune:
+        return path
+    return train(paper, f"{name}_finetuned", quant_cfg, data_dir=data_dir, wandb=wandb, progress=progress,
+                 results_dir=results_dir, runs_dir=runs_dir,
+                 extra={"ptq": report, "before_finetune": metrics, "quantized_result": str(path)})
+
+
+def test_metrics(model, loader) -> dict:
+    """Top-1/top-5 error (fractions) and mean cross-entropy of ``model`` over ``loader``."""
+    import torch
+    import torch.nn.functional as F
+
+    from common.module import topk_errors
+
+    model.eval()
+    n, loss, e1, e5 = 0, 0.0, 0.0, 0.0
+    with torch.no_grad():
+        for x, y in loader:
+            out = model(x)
+            errs = topk_errors(out, y, (1, 5))
+            loss += float(F.cross_entropy(out, y, reduction="sum"))
+            e1, e5, n = e1 + float(errs[1]) * len(y), e5 + float(errs[5]) * len(y), n + len(y)
+    return {"test_err": e1 / n, "test_err_top5": e5 / n, "test_loss": loss / n}
 
 
 def calibrate(module, data, cfg: Config, progress: bool) -> None:

@@ -109,6 +109,8 @@ class Config:
     baseline: Optional[str] = None
     seed: int = field(default=1, metadata=rng(lo=0))
     init_from: Optional[str] = None  # fine-tune from: a .ckpt, a result .json or a config name (common.checkpoint)
+    ptq: Optional[dict] = None  # post-training method {name: ..., **args} for quantize/finetune (common.ptq)
+    ptq_batches: int = field(default=10, metadata=rng(lo=1))  # calibration batches it may look at
     data: DataConfig = field(default_factory=DataConfig)
     model: dict = field(default_factory=lambda: {"name": "mlp"})
     quant: QuantConfig = field(default_factory=QuantConfig)
@@ -245,6 +247,10 @@ def validate(data: dict) -> Config:
             spec = getattr(rule, kind)
             if spec is not None:
                 setattr(rule, kind, check_quantizer_spec(spec, f"quant.rules[{i}].{kind}"))
+    if cfg.ptq is not None:
+        from common.ptq import check_ptq_spec
+
+        cfg.ptq = check_ptq_spec(cfg.ptq, "ptq")
     o = cfg.optim
     if sum(x is not None for x in (o.lr_end, o.step_every, o.lr_milestones)) > 1:
         raise UserError("optim: expected one schedule at a time (lr_end, step_every or lr_milestones)")

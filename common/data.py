@@ -244,6 +244,16 @@ class ClassificationData(L.LightningDataModule):
                           num_workers=self.cfg.num_workers, collate_fn=_whole_batch if in_memory else None,
                           persistent_workers=self.cfg.num_workers > 0, drop_last=False)
 
+    def calibration_dataloader(self) -> DataLoader:
+        """Training images in their stored order, without augmentation (post-training calibration)."""
+        assert self._splits is not None
+        ds = self._splits["train"]
+        if isinstance(ds, AugmentedTensorDataset):
+            ds = TensorDataset(ds.x, ds.y)
+        in_memory = isinstance(ds, TensorDataset)
+        return DataLoader(ds, batch_size=self.cfg.batch_size, shuffle=False, num_workers=self.cfg.num_workers,
+                          collate_fn=_whole_batch if in_memory else None)
+
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", True)
 

@@ -1,15 +1,13 @@
 """Fixed point (Gupta), dynamic fixed point (Courbariaux) and the training mechanisms they need: stored-value
 quantization (no master copy), frozen layers, range calibration, linear LR decay, momentum ramp, max-norm."""
-import json
 
 import pytest
 import torch
-from torch import nn
 
 from common.module import Classifier, DecayFactor
 from common.quant import QLinear, after_step, build_quantizer, select
 from common.quant.fixed import to_fixed
-from tests.test_train import ROOT, load_config, main, run_train, smoke_overrides
+from tests.test_train import ROOT, load_config, run_train, smoke_overrides
 
 
 def fixed(**kw):

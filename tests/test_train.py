@@ -46,19 +46,37 @@ def run_train(tmp_path, config, seed=1, paper="binaryconnect", **extra) -> dict:
     return json.loads((tmp_path / "results" / paper / config / f"seed{seed}.json").read_text())
 
 
+def run_quantize(tmp_path, config, paper, command="quantize", **extra) -> dict:
+    """Smoke-train the float network a post-training config names (its init_from), then quantize it."""
+    _, cfg = load_config(config, ROOT / f"papers/{paper}/configs")
+    run_train(tmp_path, cfg.init_from, paper=paper)
+    argv = [command, "--config", config, "--wandb", "disabled", "--no-progress",
+            "--results-dir", str(tmp_path / "results"), "--runs-dir", str(tmp_path / "runs"),
+            "--set", *smoke_overrides(config, paper, init_from=cfg.init_from, **extra)]
+    assert main(paper, "unused", argv) == 0
+    name = config + ("_finetuned" if command == "finetune" else "")
+    return json.loads((tmp_path / "results" / paper / name / "seed1.json").read_text())
+
+
 @pytest.mark.parametrize("paper,config", ALL_CONFIGS, ids=[f"{p}/{c}" for p, c in ALL_CONFIGS])
 def test_smoke_train_every_config_writes_a_valid_result(tmp_path, paper, config):
-    res = run_train(tmp_path, config, paper=paper)
+    importlib.import_module(f"papers.{paper}")  # registers the paper's models and methods
+    post_training = load_config(config, ROOT / f"papers/{paper}/configs")[1].ptq is not None
+    res = run_quantize(tmp_path, config, paper) if post_training else run_train(tmp_path, config, paper=paper)
     assert RESULT_KEYS <= set(res)
     assert res["status"] == "ok" and res["paper"] == paper and res["config_name"] == config
     assert 0 <= res["metrics"]["test_top1_err"] <= 100 and "test_top5_err" in res["metrics"]
-    assert res["epochs"] == 1 and len(res["curve"]) == 1
+    if post_training:  # no training: the chosen per-layer rules and the search are recorded
+        assert res["epochs"] == 0 and res["ptq"]["method"] == res["config"]["ptq"] and res["config"]["quant"]["rules"]
+        assert res["init_from"].endswith("best.ckpt")
+    else:
+        assert res["epochs"] == 1 and len(res["curve"]) == 1
+        assert Path(res["checkpoint"]).is_file()
     quantized = res["bits"]["w"] < 32
     assert quantized == ("float" not in config)
     assert res["param_bits"] < 32 * res["param_count"] if quantized else res["param_bits"] == 32 * res["param_count"]
     if res["config"]["baseline"]:
         assert res["baseline"]["result"].endswith(f"{res['config']['baseline']}/seed1.json")
-    assert Path(res["checkpoint"]).is_file()
     assert not list((tmp_path / "results").rglob("*.tmp"))
 
 

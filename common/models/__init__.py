@@ -61,6 +61,14 @@ def alexnet(in_shape: tuple[int, ...], num_classes: int, dropout: float = 0.5) -
     return torchvision.models.alexnet(num_classes=num_classes, dropout=dropout)
 
 
+@register_model("vgg16")
+def vgg16(in_shape: tuple[int, ...], num_classes: int, batch_norm: bool = False) -> nn.Module:
+    """torchvision's VGG-16 (Simonyan, Zisserman 2015), randomly initialised."""
+    import torchvision
+
+    return (torchvision.models.vgg16_bn if batch_norm else torchvision.models.vgg16)(num_classes=num_classes)
+
+
 def check_model_spec(spec: dict, path: str = "model") -> dict:
     return check_spec(spec, MODELS, path, "model", skip=("in_shape", "num_classes"))
 

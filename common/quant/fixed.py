@@ -1,4 +1,5 @@
-"""Fixed-point numbers: a static format (Gupta et al. 2015) and dynamic fixed point (Courbariaux et al. 2015).
+"""Fixed-point numbers: a static format (Gupta et al. 2015), a symmetric uniform grid with a given step (Sung et al.
+2016), and dynamic fixed point (Courbariaux et al. 2015).
 
 Convention, the same for every quantizer here: ``wl`` is the word length *including the sign bit*, ``fl`` the
 fractional length; the step is eps = 2^-fl. ``range: twos_complement`` gives [-2^(wl-1), 2^(wl-1) - 1] * eps
@@ -38,19 +39,46 @@ def to_fixed(x: torch.Tensor, wl: int, fl: int, rounding: Rounding = "nearest",
 class Fixed(Quantizer):
     """A static fixed-point format: ``wl`` bits (sign included), ``fl`` fractional bits."""
 
-    ranges = {"wl": Range(2, 32), "fl": Range(-32, 64)}
+    ranges = {"wl": Range(1, 32), "fl": Range(-64, 64)}
 
-    def __init__(self, wl: int = 16, fl: int = 8, rounding: Rounding = "nearest", range: Span = "twos_complement"):
+    def __init__(self, wl: int = 16, fl: int = 8, rounding: Rounding = "nearest", range: Span = "twos_complement",
+                 training: Literal["same", "stochastic", "off"] = "same"):
         super().__init__()
         self.bits, self.wl, self.fl, self.rounding, self.span = wl, wl, fl, rounding, range
+        self.in_training = training  # Ristretto's fine-tuning: weights rounded stochastically, activations not trimmed
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and self.in_training == "off":
+            return x
+        rounding = "stochastic" if self.training and self.in_training == "stochastic" else self.rounding
         with torch.no_grad():
-            q = to_fixed(x, self.wl, self.fl, self.rounding, self.span)
+            q = to_fixed(x, self.wl, self.fl, rounding, self.span)
         return straight_through(x, q)
 
     def extra_repr(self) -> str:
-        return f"wl={self.wl}, fl={self.fl}, rounding={self.rounding}, range={self.span}"
+        return (f"wl={self.wl}, fl={self.fl}, rounding={self.rounding}, range={self.span}"
+                + (f", training={self.in_training}" if self.in_training != "same" else ""))
+
+
+@register("uniform")
+class Uniform(Quantizer):
+    """Symmetric uniform quantizer with an odd number of levels M = 2^bits - 1 and a given step (Sung, Shin, Hwang
+    2016; 2 bits = ternary): Q(w) = step * clip(round(w / step), -(M-1)/2, (M-1)/2). Straight-through backward."""
+
+    ranges = {"bits": Range(2, 32), "step": Range(lo=0, lo_open=True)}
+
+    def __init__(self, bits: int = 8, step: float = 1.0 / 128):
+        super().__init__()
+        self.bits, self.step = bits, step
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        half = 2 ** (self.bits - 1) - 1
+        with torch.no_grad():
+            q = torch.floor(x / self.step + 0.5).clamp_(-half, half) * self.step
+        return straight_through(x, q)
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, step={self.step:.6g}"
 
 
 @register("dynamic_fixed")

@@ -1,0 +1,115 @@
+"""Post-training methods against their definitions: Sung's L2-optimal uniform step, Ristretto's integer lengths and
+bit-width search, Qiu's argmin-L1 fractional lengths; the quantize/finetune commands and their errors."""
+import json
+
+import pytest
+import torch
+
+import papers.qiu
+import papers.ristretto
+import papers.sung
+from common.cli import main
+from common.ptq import Calibration, merge_rules
+from common.quant import build_quantizer
+from common.quant.fixed import to_fixed
+from tests.test_train import run_quantize, smoke_overrides
+
+
+def test_uniform_quantizer_has_2b_minus_1_levels():
+    q = build_quantizer({"name": "uniform", "bits": 3, "step": 0.25})
+    out = q(torch.randn(10000) * 2)
+    assert torch.equal(out.unique(), torch.arange(-3, 4) * 0.25)  # M = 7 levels, symmetric, zero included
+
+
+def test_sung_step_is_the_l2_optimum():
+    torch.manual_seed(0)
+    w = torch.randn(200000)
+    step = papers.sung.l2_step(w, 2)
+    assert abs(step - 1.224) < 0.03  # the optimal 3-level uniform quantizer of N(0, 1) (Max 1960)
+    q = lambda s: (w - torch.floor(w / s + 0.5).clamp(-1, 1) * s).square().sum()  # noqa: E731
+    assert all(q(step) <= q(s) * 1.0001 for s in torch.linspace(0.5, 2.0, 61).tolist())
+
+
+class FakeCal:
+    """A Calibration stand-in: two layers with known weights and inputs, and a scripted validation error."""
+
+    def __init__(self, errors):
+        self.layers, self.kind = ["c", "f"], {"c": "conv", "f": "fc"}
+        self._w = {"c": torch.tensor([0.3, -0.6]), "f": torch.tensor([1.7, 0.1])}
+        self._x = {"c": torch.tensor([0.0, 1.0]), "f": torch.tensor([3.0, 0.5])}
+        self.errors = errors
+
+    def weight(self, n):
+        return self._w[n]
+
+    def inputs(self, rules=()):
+        return self._x
+
+    def error(self, rules=()):
+        if not rules:
+            return 1.0
+        kinds = {k for r in rules for k in ("weight", "input") if r.get(k)}
+        layer = rules[0]["layers"][0]
+        part = "act" if "input" in kinds and "weight" not in kinds else self.kind[layer]
+        bits = (rules[0].get("input") or rules[0].get("weight"))["wl"]
+        return self.errors.get((part, bits), 1.0) if len(rules) < 3 else 1.5
+
+
+def test_ristretto_integer_lengths():
+    rules, report = papers.ristretto.RistrettoSearch(conv_bits=8, fc_bits=8, act_bits=8).choose(FakeCal({}))
+    by = {r["layers"][0]: r for r in rules}
+    # weights: IL = ceil(log2 max|w|) + 1 (sign included): c: max 0.6 -> 0 + 1 -> fl 7; f: max 1.7 -> 1 + 1 -> fl 6
+    assert by["c"]["weight"]["fl"] == 7 and by["f"]["weight"]["fl"] == 6
+    # activations one bit less: IL = ceil(log2 max|x|): c: max 1 -> 0 -> fl 8; f: max 3 -> 2 -> fl 6
+    assert by["c"]["input"]["fl"] == 8 and by["f"]["input"]["fl"] == 6
+    assert by["c"]["weight"]["training"] == "stochastic" and by["c"]["input"]["training"] == "off"
+
+
+def test_ristretto_search_keeps_the_smallest_width_within_the_margin():
+    errors = {("conv", 16): 1.0, ("conv", 8): 1.2, ("conv", 4): 1.9, ("conv", 2): 2.5, ("conv", 1): 1.0,
+              ("fc", 16): 1.0, ("fc", 8): 1.1, ("fc", 4): 3.0, ("act", 16): 1.0, ("act", 8): 1.0, ("act", 4): 1.0,
+              ("act", 2): 1.9, ("act", 1): 90.0}
+    _, report = papers.ristretto.RistrettoSearch(error_margin=1.0).choose(FakeCal(errors))
+    # conv: 4 bits cost 0.9 (within 1 point), 2 bits 1.5: stop there (1 bit is never tried)
+    assert report["bits"] == {"conv": 4, "fc": 8, "act": 2}
+    assert 1 not in report["sweeps_val_err"]["conv"]
+
+
+def test_qiu_fractional_length_minimises_l1():
+    torch.manual_seed(0)
+    x = torch.randn(5000) * 0.3
+    f, errors = papers.qiu.best_fl([x], [8], span=4)
+    brute = {g: float((x - to_fixed(x, 8, g)).abs().sum()) for g in range(-5, 20)}
+    assert f == min(brute, key=brute.get) and errors[f] == pytest.approx(brute[f])
+
+
+def test_calibration_inputs_follow_the_rules():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+    x = torch.randn(8, 4)
+    cal = Calibration(model, [(x, torch.zeros(8, dtype=torch.long))], [(x, torch.zeros(8, dtype=torch.long))])
+    assert torch.equal(cal.inputs()["0"], x) and torch.equal(cal.inputs()["2"], torch.relu(model[0](x)))
+    rules = merge_rules({"0": {"weight": {"name": "fixed", "wl": 4, "fl": 1}}})
+    assert not torch.equal(cal.inputs(rules)["2"], cal.inputs()["2"])  # measured in the quantized network
+    assert isinstance(model[0], torch.nn.Linear)  # the float network itself is untouched
+
+
+def test_finetune_starts_from_the_quantized_float_network(tmp_path):
+    q = run_quantize(tmp_path, "mnist_cpu_4_4_4", "ristretto", command="finetune")
+    assert q["config_name"] == "mnist_cpu_4_4_4_finetuned" and q["epochs"] == 1
+    assert q["before_finetune"]["test_top1_err"] >= 0 and q["ptq"]["bits"] == {"conv": 4, "fc": 4, "act": 4}
+    before = json.loads((tmp_path / "results/ristretto/mnist_cpu_4_4_4/seed1.json").read_text())
+    assert before["metrics"] == q["before_finetune"]
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["quantize", "--config", "mnist_cpu_float"], "no 'ptq' section"),
+    (["quantize", "--config", "mnist_cpu_search", "--from", "nope.ckpt"], "init_from: checkpoint nope.ckpt not found"),
+    (["quantize", "--config", "mnist_cpu_search", "--set", "ptq.error_margin=-1"], "ptq.error_margin"),
+])
+def test_post_training_errors_exit_2_and_write_nothing(tmp_path, capsys, argv, message):
+    out = ["--results-dir", str(tmp_path / "r"), "--runs-dir", str(tmp_path / "runs"), "--wandb", "disabled"]
+    argv = argv + out + (["--set", *smoke_overrides("mnist_cpu_search", "ristretto")] if "--set" not in argv else [])
+    assert main("ristretto", "unused", argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err
+    assert not (tmp_path / "r").exists() and not (tmp_path / "runs").exists()
