@@ -2,7 +2,7 @@
 
 ``init_from`` names the float (or any) network a run starts from, instead of a random initialisation:
 a checkpoint (``.ckpt``), a result file (``.json``, whose ``checkpoint`` it uses), or the name of a config of the
-same paper (its result for the same seed). Only the network's weights and batch-norm statistics are loaded; the
+same paper, or ``paper/config`` of another (its result for the same seed). Only the network's weights and batch-norm statistics are loaded; the
 optimizer, schedule and epoch counter start fresh, as in the papers' fine-tuning experiments.
 """
 from __future__ import annotations
@@ -45,8 +45,9 @@ def resolve_init(init_from: str, paper: str, seed: int, results_dir: Path) -> Pa
     else:
         source = result_path(results_dir, paper, init_from, seed)
         if not source.is_file():
-            raise UserError(f"init_from: {init_from!r}: no result {source} (neither a .ckpt nor a .json path: "
-                            f"train it first with python -m papers.{paper} train --config {init_from} --seed {seed})")
+            owner, _, config = init_from.rpartition("/")
+            raise UserError(f"init_from: {init_from!r}: no result {source} (neither a .ckpt nor a .json path: train "
+                            f"it first with python -m papers.{owner or paper} train --config {config} --seed {seed})")
     if source is not None:
         try:
             p = Path(json.loads(source.read_text())["checkpoint"])

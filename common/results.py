@@ -29,7 +29,10 @@ def write_json_atomic(path: Path, obj: dict) -> None:
 
 
 def result_path(results_dir: Path, paper: str, config: str, seed: int) -> Path:
-    return Path(results_dir) / paper / config / f"seed{seed}.json"
+    """results/<paper>/<config>/seed<N>.json; ``config`` may name another paper's config as ``paper/config``
+    (post-training papers share one float network)."""
+    other, _, name = config.rpartition("/")
+    return Path(results_dir) / (other or paper) / name / f"seed{seed}.json"
 
 
 def git_commit() -> str:

@@ -49,7 +49,8 @@ def run_train(tmp_path, config, seed=1, paper="binaryconnect", **extra) -> dict:
 def run_quantize(tmp_path, config, paper, command="quantize", **extra) -> dict:
     """Smoke-train the float network a post-training config names (its init_from), then quantize it."""
     _, cfg = load_config(config, ROOT / f"papers/{paper}/configs")
-    run_train(tmp_path, cfg.init_from, paper=paper)
+    owner, _, source = cfg.init_from.rpartition("/")  # "config" or "paper/config"
+    run_train(tmp_path, source, paper=owner or paper)
     argv = [command, "--config", config, "--wandb", "disabled", "--no-progress",
             "--results-dir", str(tmp_path / "results"), "--runs-dir", str(tmp_path / "runs"),
             "--set", *smoke_overrides(config, paper, init_from=cfg.init_from, **extra)]
