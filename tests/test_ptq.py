@@ -1,6 +1,8 @@
 """Post-training methods against their definitions: Sung's L2-optimal uniform step, Ristretto's integer lengths and
-bit-width search, Qiu's argmin-L1 fractional lengths; the quantize/finetune commands and their errors."""
+bit-width search, Qiu's argmin-L1 fractional lengths, SQNR's step and allocation, Moons' search; the quantize and
+finetune commands and their errors."""
 import json
+import math
 
 import pytest
 import torch
@@ -113,3 +115,39 @@ def test_post_training_errors_exit_2_and_write_nothing(tmp_path, capsys, argv, m
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err
     assert not (tmp_path / "r").exists() and not (tmp_path / "runs").exists()
+
+
+def test_sqnr_step_is_the_mse_optimum_and_near_max_1960():
+    import papers.sqnr
+
+    c = papers.sqnr.optimal_step(4)
+    x = torch.randn(200000, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    mse = lambda s: float((x - to_fixed(x / s, 4, 0) * s).square().mean())  # noqa: E731
+    assert all(mse(c) <= mse(s) * 1.002 for s in torch.linspace(0.2, 0.6, 41).tolist())
+    assert abs(c - 0.335) < 0.02  # Max's optimal 16-level uniform step for N(0, 1) (mid-rise: 0.335)
+
+
+def test_sqnr_allocation_follows_the_closed_form():
+    import papers.sqnr
+
+    sizes = {"a": 1000, "b": 10000, "c": 100000}
+    bits = papers.sqnr.sqnr_bits(sizes, 8, kappa=6.02)
+    # beta_l = o - (10 / kappa) log10(rho_l) up to rounding: beta_l + (10 / kappa) log10(rho_l) is the same o for
+    # every layer within one bit either way, and more weights never get more bits
+    d = [bits[n] + 10 / 6.02 * math.log10(r) for n, r in sizes.items()]
+    assert max(d) - min(d) < 2 and bits["a"] > bits["b"] > bits["c"]
+    assert sum(sizes[n] * b for n, b in bits.items()) <= 8 * sum(sizes.values())
+
+
+def test_moons_search_lowers_bits_within_the_budget():
+    import papers.moons
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    x = torch.randn(256, 8)
+    y = model(x).argmax(1)  # the float network is right on every sample: float error 0
+    cal = Calibration(model, [(x, y)], [(x, y)])
+    rules, report = papers.moons.MoonsSearch(budget=5.0).choose(cal)
+    assert cal.error(rules) <= 5.0 and max(report["weight_bits"].values()) <= 10
+    assert report["bitops_per_sample"] == sum(report["weight_bits"][n] * report["input_bits"][n] * m
+                                              for n, m in {"0": 8 * 16, "2": 16 * 3}.items())
