@@ -1,4 +1,5 @@
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,14 @@ SHARED_DATA = ROOT.parent / "shared" / "datasets"
 def _seed_and_threads():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _free_tmp_path(request):
+    """Delete each test's temporary folder when it ends: smoke runs write checkpoints of up to ~500 MB."""
+    yield
+    if "tmp_path" in request.fixturenames:
+        shutil.rmtree(request.getfixturevalue("tmp_path"), ignore_errors=True)
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from common.config import apply_override, load_config, validate
 from common.errors import UserError
@@ -25,10 +26,17 @@ def test_every_config_loads_and_builds(path):
         paper.check(cfg)
     assert cfg.description, f"{name} has no description"
     assert cfg.claims, f"{name} names no claim"
-    if cfg.baseline:
-        assert (path.parent / f"{cfg.baseline}.yaml").is_file(), f"{name}: baseline config {cfg.baseline} missing"
+    for ref in (cfg.baseline, cfg.init_from):  # config names: "config" here, or "paper/config" of another paper
+        if ref:
+            owner, _, other = ref.rpartition("/")
+            folder = path.parent.parent.parent / owner / "configs" if owner else path.parent
+            assert (folder / f"{other}.yaml").is_file(), f"{name}: config {ref} missing"
     info = DATASETS[cfg.data.name]
-    Classifier(cfg.to_dict(), info.shape, info.num_classes)  # the model builds and the rules apply
+    module = Classifier(cfg.to_dict(), info.shape, info.num_classes)  # the model builds and the rules apply
+    # one training step's forward and backward on two random samples (every config, ImageNet-sized ones included)
+    x = torch.randn(2, *info.shape)
+    module.train()
+    module.loss_fn(module(x), torch.tensor([0, 1])).backward()
 
 
 def _write(tmp_path, text, name="c.yaml"):

@@ -28,7 +28,7 @@ class _QuantizeGrad(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, quantizer: Quantizer) -> torch.Tensor:
         ctx.quantizer = quantizer
-        return x.view_as(x)
+        return x.clone()  # not a view: the next layer may work in place (ReLU(inplace=True))
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
