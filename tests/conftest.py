@@ -15,12 +15,11 @@ def _seed_and_threads():
     yield
 
 
-@pytest.fixture(autouse=True)
-def _free_tmp_path(request):
-    """Delete each test's temporary folder when it ends: smoke runs write checkpoints of up to ~500 MB."""
-    yield
-    if "tmp_path" in request.fixturenames:
-        shutil.rmtree(request.getfixturevalue("tmp_path"), ignore_errors=True)
+@pytest.fixture
+def tmp_path(tmp_path):
+    """pytest's tmp_path, deleted when the test ends: smoke runs write checkpoints of up to ~500 MB."""
+    yield tmp_path
+    shutil.rmtree(tmp_path, ignore_errors=True)
 
 
 @pytest.fixture
