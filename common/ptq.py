@@ -11,25 +11,14 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Callable
-
 import torch
 from torch import nn
 
 from common.quant import check_quantizer_spec, convert, convertible_layers
-from common.validate import check_spec
+from common.validate import check_spec, registrar
 
 PTQ_METHODS: dict[str, type] = {}
-
-
-def register_ptq(name: str) -> Callable[[type], type]:
-    def deco(cls: type) -> type:
-        if name in PTQ_METHODS:
-            raise ValueError(f"post-training method {name!r} registered twice")
-        PTQ_METHODS[name] = cls
-        return cls
-
-    return deco
+register_ptq = registrar(PTQ_METHODS, "post-training method")  # @register_ptq("name") on a method class
 
 
 def check_ptq_spec(spec: dict, path: str = "ptq") -> dict:

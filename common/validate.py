@@ -140,6 +140,22 @@ def check_kwargs(fn: Callable, kwargs: dict, path: str, ranges: dict[str, Range]
     return out
 
 
+def registrar(registry: dict[str, Callable], what: str) -> Callable[[str], Callable]:
+    """``@register("name")`` for a registry of named entries (models, post-training methods): a name taken twice is
+    a programming error."""
+
+    def register(name: str) -> Callable:
+        def deco(entry: Callable) -> Callable:
+            if name in registry:
+                raise ValueError(f"{what} {name!r} registered twice")
+            registry[name] = entry
+            return entry
+
+        return deco
+
+    return register
+
+
 def check_spec(spec: Any, registry: dict[str, Callable], path: str, what: str,
                skip: tuple[str, ...] = ()) -> dict:
     """Validate a ``{name: ..., **kwargs}`` mapping against a registry entry's signature and ranges."""

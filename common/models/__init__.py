@@ -11,23 +11,15 @@ from torch import nn
 
 from common.models.convnets import alexnet_bn, lenet5, vgg_small
 from common.models.mlp import mlp
-from common.validate import Range, check_spec
+from common.validate import Range, check_spec, registrar
 
 MODELS: dict[str, Callable[..., nn.Module]] = {"mlp": mlp, "lenet5": lenet5, "vgg_small": vgg_small,
                                               "alexnet_bn": alexnet_bn}
 
 
-def register_model(name: str) -> Callable:
-    """Decorator for a builder ``fn(in_shape, num_classes, **kwargs) -> nn.Module``; papers that define their own
-    block order (XNOR-Net) register their models from their package."""
-
-    def deco(fn: Callable) -> Callable:
-        if name in MODELS:
-            raise ValueError(f"model {name!r} registered twice")
-        MODELS[name] = fn
-        return fn
-
-    return deco
+# @register_model("name") on a builder ``fn(in_shape, num_classes, **kwargs) -> nn.Module``; papers that define
+# their own block order (XNOR-Net, DoReFa, the maxout nets) register their models from their package
+register_model = registrar(MODELS, "model")
 
 
 @register_model("resnet18")
