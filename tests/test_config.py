@@ -25,7 +25,8 @@ def test_every_config_loads_and_builds(path):
     if hasattr(paper, "check"):
         paper.check(cfg)
     assert cfg.description, f"{name} has no description"
-    assert cfg.claims, f"{name} names no claim"
+    # the shared setting (common/configs) is a comparison, not a claim
+    assert cfg.claims or name.startswith("mnist_lenet5"), f"{name} names no claim"
     for ref in (cfg.baseline, cfg.init_from):  # config names: "config" here, or "paper/config" of another paper
         if ref:
             owner, _, other = ref.rpartition("/")
