@@ -14,6 +14,7 @@ from common.ptq import Calibration, int_length, merge_rules, register_ptq
 from common.validate import Range
 
 DEFAULT_CONFIG = "mnist_cpu_search"
+FINETUNE = ["mnist_cpu_4_4_4"]  # configs the sweep also fine-tunes after quantizing (``finetune``)
 
 
 @register_ptq("ristretto")
@@ -68,4 +69,4 @@ class RistrettoSearch:
                        "act_max": {n: round(v, 6) for n, v in x_max.items() if math.isfinite(v)}}
 
 
-__all__ = ["DEFAULT_CONFIG", "RistrettoSearch"]
+__all__ = ["DEFAULT_CONFIG", "FINETUNE", "RistrettoSearch"]

@@ -20,6 +20,7 @@ from common.quant.fixed import to_fixed
 from common.validate import Range
 
 DEFAULT_CONFIG = "mnist_cpu_sqnr_4"
+FINETUNE = ["mnist_cpu_w4a4"]  # configs the sweep also fine-tunes after quantizing (``finetune``)
 
 
 @lru_cache(maxsize=None)
@@ -87,4 +88,4 @@ class SqnrQuantization:
                                             "mean_weight_bits": round(size / sum(sizes.values()), 4)}
 
 
-__all__ = ["DEFAULT_CONFIG", "SqnrQuantization", "optimal_step", "sqnr_bits"]
+__all__ = ["DEFAULT_CONFIG", "FINETUNE", "SqnrQuantization", "optimal_step", "sqnr_bits"]

@@ -1,0 +1,177 @@
+"""Groups and verdicts -> LEADERBOARD.md (deterministic: sorted everywhere, no timestamps)."""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Optional
+
+from leaderboard.claims import PAPERS, Claim
+from leaderboard.collect import ABS_TOL, REL_TOL, SHARED, Group, Skipped, Verdict, claim_groups, judge, proxies
+
+MARK = {"reproduced": "✅ reproduced", "not reproduced": "❌ not reproduced", "proxy only": "🔶 proxy only",
+        "qualitative": "📝 qualitative", "not run": "⏳ not run"}
+
+
+def num(x: Optional[float], signed: bool = False, digits: int = 2) -> str:
+    if x is None:
+        return "—"
+    return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
+
+
+def err_cell(g: Group, top5: bool = False) -> str:
+    m, s = g.mean(top5), g.std(top5)
+    if m is None:
+        return "diverged" if g.diverged else "—"
+    return f"{m:.2f} ± {s:.2f}" if s is not None else f"{m:.2f}"
+
+
+def bits_cell(bits: dict) -> str:
+    return "/".join("f" if bits[k] == 32 else str(bits[k]) for k in ("w", "a", "g"))
+
+
+def n_cell(g: Group) -> str:
+    return str(len(g.runs)) + (f" (+{len(g.diverged)} diverged)" if g.diverged else "")
+
+
+def mem_cell(g: Group) -> str:
+    bits = (g.cost or {}).get("param_bits") or g.first.get("param_bits")
+    return "—" if not bits else f"{bits / 8 / 1024:,.1f}"
+
+
+def bops_cell(g: Group) -> str:
+    bops = (g.cost or {}).get("bops")
+    return "—" if not bops else f"{bops / 1e6:,.1f}"
+
+
+def claimed_cell(c: Claim) -> str:
+    if c.metric in ("matches_float", "statement"):
+        return "= float" if c.metric == "matches_float" else "qualitative"
+    unit = " (drop)" if c.metric.endswith("_drop") else ""
+    top = "top-5 " if c.top5 else ""
+    return f"{top}{c.value:.2f}{unit}" + (f" (float {c.baseline:.2f})" if c.baseline is not None else "")
+
+
+def verdict_cells(v: Verdict) -> tuple[str, str]:
+    if v.diff is None:
+        return "—", MARK[v.kind]
+    return f"{v.diff:+.2f} ({v.compared}, tol {v.tolerance:.2f})", MARK[v.kind]
+
+
+SHORT = {"float": "float", "binaryconnect": "BinaryConnect", "bnn": "BNN", "xnor": "XNOR-Net / BWN", "qnn": "QNN",
+         "twn": "TWN", "dorefa": "DoReFa-Net", "gupta": "Gupta (stochastic rounding)", "lowprec": "Courbariaux (DFXP)",
+         "fxptrain": "Lin & Talathi (fixed-point training)", "sung": "Sung (uniform, L2 step)",
+         "sqnr": "Lin et al. (SQNR bits)", "ristretto": "Ristretto", "moons": "Moons (per-layer bits)",
+         "qiu": "Qiu (dynamic precision)"}
+
+
+def roadmap_view(claims: dict[str, Claim], groups: dict) -> list[str]:
+    out = ["## The roadmap's claims (R01–R20)", "",
+           "Each claim of the 2016 roadmap (`../shared/roadmap/claims.md`), with the run that addresses it: the paper-scale "
+           "config if it was run, else the CPU-scale proxies of the same method and bits (whose drop versus their own "
+           "float network is shown for comparison, never as a reproduction).", "",
+           "| id | paper | claim | claimed | our run | scale | n | error % | float % | drop | Δ vs claim | verdict |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for c in (c for c in claims.values() if c.kind == "roadmap"):
+        direct = [g for g in claim_groups(c, groups) if g.runs]
+        rows = [(g, judge(c, g)) for g in direct] or [(g, judge(c, g, proxy=True)) for g in proxies(c, groups)]
+        if not rows:
+            out.append(f"| {c.id} | `{c.paper}` | {c.text} | {claimed_cell(c)} | — | — | — | — | — | — | — | {MARK['not run']} |")
+            continue
+        for i, (g, v) in enumerate(rows):
+            head = f"{c.id} | `{c.paper}` | {c.text} | {claimed_cell(c)}" if i == 0 else " | | | "
+            diff, verdict = verdict_cells(v)
+            out.append(f"| {head} | `{g.config}` | {g.scale} | {n_cell(g)} | {err_cell(g, c.top5)} | "
+                       f"{err_cell(g.baseline, c.top5) if g.baseline else '—'} | {num(g.drop(c.top5), True)} | {diff} | {verdict} |")
+    notes = [f"- **{c.id}**: {c.note}" for c in claims.values() if c.kind == "roadmap" and c.note]
+    return out + ([""] + ["Where the roadmap and the papers disagree, or a claim needs reading:", ""] + notes if notes else [])
+
+
+def paper_view(claims: dict[str, Claim], groups: dict) -> list[str]:
+    out = ["## Per paper", "",
+           "Every result group of each paper (mean ± std over seeds), its float baseline trained by the same recipe, the "
+           "drop, and the paper's own claim for that row. Memory = parameter storage in KiB at the stored bits; "
+           "BOPs = bit-operations per inference (MACs × weight bits × input bits, in millions).", ""]
+    for paper in PAPERS:
+        mine = sorted((g for g in groups.values() if g.paper == paper and not g.shared), key=lambda g: g.config)
+        named = {cid for g in mine for cid in g.claims}
+        unrun = [c for c in claims.values() if c.paper == paper and c.kind == "paper" and c.id not in named]
+        out += [f"### {SHORT[paper]} — [`papers.{paper}`](papers/{paper}/README.md)", ""]
+        if mine:
+            out += ["| config | scale | W/A/G | n | error % | float % | drop | claim | claimed | Δ vs claim | verdict | memory KiB | MBOPs | commit |",
+                    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            for g in mine:
+                refs = [claims[cid] for cid in g.claims if cid in claims] or [None]
+                for i, c in enumerate(refs):
+                    v = judge(c, g) if c else None
+                    diff, verdict = verdict_cells(v) if v else ("—", "—")
+                    top5 = c.top5 if c else False
+                    lead = (f"`{g.config}` | {g.scale} | {bits_cell(g.bits)} | {n_cell(g)} | {err_cell(g, top5)} | "
+                            f"{err_cell(g.baseline, top5) if g.baseline and g.baseline is not g else '—'} | "
+                            f"{num(g.drop(top5), True)}") if i == 0 else " | | | | | | "
+                    tail = f"{mem_cell(g)} | {bops_cell(g)} | {', '.join(g.commits)}" if i == 0 else " | | "
+                    out.append(f"| {lead} | {c.id if c else '—'} | {claimed_cell(c) if c else '—'} | {diff} | {verdict} | {tail} |")
+            out.append("")
+        if unrun:
+            out += [f"Not run ({len(unrun)} paper-table claims, paper scale: a GPU run of the config that names them): "
+                    + ", ".join(f"{c.id} ({claimed_cell(c)})" for c in unrun), ""]
+    return out
+
+
+def shared_view(groups: dict) -> list[str]:
+    rows = sorted((g for g in groups.values() if g.shared and g.runs), key=lambda g: (g.mean(), g.label))
+    base = groups.get(("float", SHARED))
+    out = ["## Every method on the same network, data and budget", "",
+           "MNIST, LeNet-5 20-50-500 with batch norm, Adam 1e-3 → 1e-5 over 6 epochs, batch 100, cross entropy "
+           "(`common/configs/mnist_lenet5.yaml`); each method adds only its own quantizers (and, for binary weights, its "
+           "Glorot-scaled learning rate); post-training methods quantize the float run of the same seed. Sorted by error.", "",
+           "| # | method | config | how | W/A/G | n | error % | drop vs float | memory KiB | × smaller | MBOPs | × fewer |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    ref_mem = (base.cost or {}).get("param_bits") if base and base.cost else None
+    ref_bops = (base.cost or {}).get("bops") if base and base.cost else None
+    for i, g in enumerate(rows, 1):
+        mem, bops = (g.cost or {}).get("param_bits"), (g.cost or {}).get("bops")
+        out.append(f"| {i} | {SHORT.get(g.paper, g.paper)} | `{g.label}` | {g.how.replace('_', '-')} | {bits_cell(g.bits)} | "
+                   f"{n_cell(g)} | {err_cell(g)} | {num(g.drop(), True)} | {mem_cell(g)} | "
+                   f"{num(ref_mem / mem, digits=1) if ref_mem and mem else '—'} | {bops_cell(g)} | "
+                   f"{num(ref_bops / bops, digits=1) if ref_bops and bops else '—'} |")
+    out += ["", "![error versus weight bits](leaderboard/plots/shared_weight_bits.png) "
+                "![error versus activation bits](leaderboard/plots/shared_activation_bits.png)", "",
+            "![training curves](leaderboard/plots/shared_curves.png)", ""]
+    return out
+
+
+def provenance(groups: dict, skipped: list[Skipped]) -> list[str]:
+    runs = [r.data for g in groups.values() for r in g.runs + g.diverged]
+    out = ["## Provenance", "",
+           f"{len(runs)} result files in {len(groups)} groups. Every row's commit is in its table; the result files "
+           "(`results/<paper>/<config>/seed<N>.json`) hold the full config, its hash, versions and the per-epoch curve.", ""]
+    for key, title in (("torch", "torch"), ("device", "hardware"), ("scale", "scale")):
+        counts = Counter(str(r.get(key)) for r in runs)
+        out.append(f"- {title}: " + ", ".join(f"{k} ({v})" for k, v in sorted(counts.items())))
+    dirty = sum("dirty" in str(r.get("git_commit")) for r in runs)
+    out.append(f"- commits: {len({r.get('git_commit') for r in runs})} distinct; {dirty} runs from a checkout with "
+               "uncommitted changes (`+dirty`)")
+    out += ["", "## Skipped result files", ""]
+    out += [f"- `{s.path}`: {s.reason}" for s in skipped] or ["None: every result file under `results/` was read."]
+    return out
+
+
+def render(claims: dict[str, Claim], groups: dict, skipped: list[Skipped]) -> str:
+    verdicts = Counter(judge(c, g).kind for c in claims.values() for g in claim_groups(c, groups) if g.runs)
+    head = ["# Leaderboard", "",
+            "Generated by `python -m leaderboard` from `leaderboard/claims.yaml` and every result file under `results/`; "
+            "do not edit by hand. Errors are test top-1 error in percent at the best-validation epoch (top-5 where the "
+            "claim is top-5); ± is the standard deviation over seeds (n of them); drop = our error minus our float "
+            "network's, trained by the same recipe.", "",
+            f"**Verdicts.** A claim is *reproduced* when |ours − claimed| ≤ max({ABS_TOL} points, {REL_TOL:.0%} of the "
+            "claimed value, 2σ), σ being the larger standard deviation over seeds of our run and of its float baseline. "
+            "We compare drops when the claim states or implies one (its error minus the paper's float error) and our run "
+            "has a float baseline, errors otherwise; a \"reproduces float accuracy\" claim needs drop ≤ the tolerance. "
+            "*Proxy only*: a CPU-scale run of the same method and bits on another dataset or network, shown for its drop "
+            "and never counted as a reproduction. *Qualitative*: the claim has no single number. *Not run*: paper-scale "
+            "configs exist but need a GPU.", "",
+            f"Claims: {len(claims)} ({sum(c.kind == 'roadmap' for c in claims.values())} roadmap, "
+            f"{sum(c.kind == 'paper' for c in claims.values())} paper rows). Claim-run pairs: "
+            + ", ".join(f"{MARK[k]} {verdicts[k]}" for k in MARK if k != "not run" and verdicts[k]) + ".", ""]
+    body = head + shared_view(groups) + roadmap_view(claims, groups) + [""] + paper_view(claims, groups) \
+        + provenance(groups, skipped)
+    return "\n".join(body).rstrip() + "\n"
