@@ -1,4 +1,5 @@
-"""One JSON result file per run, written atomically (temp file in the same folder, fsync, rename)."""
+"""One JSON result file per run, written atomically (temp file in the same folder, fsync, rename: ``atomic_write``,
+which checkpoints use too)."""
 from __future__ import annotations
 
 import json
@@ -8,24 +9,35 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import BinaryIO, Callable
 
 SCHEMA = 1
 
 
-def write_json_atomic(path: Path, obj: dict) -> None:
+def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Write a file atomically, the one way every result and checkpoint is written: ``write(f)`` fills a temporary
+    file in the same folder, which is flushed, fsynced and renamed over ``path`` (``os.replace``). A reader (or a
+    run killed at any moment) sees the old file or the new one, never a part."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=False)
-            f.write("\n")
+        with os.fdopen(fd, "wb") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def write_json_atomic(path: Path, obj: dict) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
 def result_path(results_dir: Path, paper: str, config: str, seed: int) -> Path:

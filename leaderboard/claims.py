@@ -6,6 +6,7 @@ float, points), ``matches_float`` (the low-bit network reproduces the float accu
 """
 from __future__ import annotations
 
+import importlib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,6 +130,7 @@ def config_claim_ids() -> dict[str, list[str]]:
 
     named: dict[str, list[str]] = {}
     for paper in PAPERS + ("float",):
+        importlib.import_module(f"papers.{paper}")  # the paper's own models and post-training methods
         folder = ROOT / "papers" / paper / "configs"
         for name in list_configs(folder):
             _, cfg = load_config(name, folder)

@@ -47,11 +47,12 @@ def claimed_cell(c: Claim) -> str:
         return "= float" if c.metric == "matches_float" else "qualitative"
     unit = " (drop)" if c.metric.endswith("_drop") else ""
     top = "top-5 " if c.top5 else ""
-    return f"{top}{c.value:.2f}{unit}" + (f" (float {c.baseline:.2f})" if c.baseline is not None else "")
+    mark = "" if c.confirmed else " †"
+    return f"{top}{c.value:.2f}{unit}" + (f" (float {c.baseline:.2f})" if c.baseline is not None else "") + mark
 
 
 def verdict_cells(v: Verdict) -> tuple[str, str]:
-    if v.diff is None:
+    if v.diff is None or v.kind == "proxy only":  # a proxy's drop is shown, never diffed against the claim
         return "—", MARK[v.kind]
     return f"{v.diff:+.2f} ({v.compared}, tol {v.tolerance:.2f})", MARK[v.kind]
 
@@ -79,8 +80,9 @@ def roadmap_view(claims: dict[str, Claim], groups: dict) -> list[str]:
         for i, (g, v) in enumerate(rows):
             head = f"{c.id} | `{c.paper}` | {c.text} | {claimed_cell(c)}" if i == 0 else " | | | "
             diff, verdict = verdict_cells(v)
-            out.append(f"| {head} | `{g.config}` | {g.scale} | {n_cell(g)} | {err_cell(g, c.top5)} | "
-                       f"{err_cell(g.baseline, c.top5) if g.baseline else '—'} | {num(g.drop(c.top5), True)} | {diff} | {verdict} |")
+            top5 = c.top5 and v.kind != "proxy only"  # proxies (10 classes) are compared on top-1
+            out.append(f"| {head} | `{g.config}` | {g.scale} | {n_cell(g)} | {err_cell(g, top5)} | "
+                       f"{err_cell(g.baseline, top5) if g.baseline else '—'} | {num(g.drop(top5), True)} | {diff} | {verdict} |")
     notes = [f"- **{c.id}**: {c.note}" for c in claims.values() if c.kind == "roadmap" and c.note]
     return out + ([""] + ["Where the roadmap and the papers disagree, or a claim needs reading:", ""] + notes if notes else [])
 
@@ -168,7 +170,8 @@ def render(claims: dict[str, Claim], groups: dict, skipped: list[Skipped]) -> st
             "has a float baseline, errors otherwise; a \"reproduces float accuracy\" claim needs drop ≤ the tolerance. "
             "*Proxy only*: a CPU-scale run of the same method and bits on another dataset or network, shown for its drop "
             "and never counted as a reproduction. *Qualitative*: the claim has no single number. *Not run*: paper-scale "
-            "configs exist but need a GPU.", "",
+            "configs exist but need a GPU. † marks a claimed number our sources could not confirm (see the claim's "
+            "note in `leaderboard/claims.yaml`).", "",
             f"Claims: {len(claims)} ({sum(c.kind == 'roadmap' for c in claims.values())} roadmap, "
             f"{sum(c.kind == 'paper' for c in claims.values())} paper rows). Claim-run pairs: "
             + ", ".join(f"{MARK[k]} {verdicts[k]}" for k in MARK if k != "not run" and verdicts[k]) + ".", ""]

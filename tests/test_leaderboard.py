@@ -1,0 +1,193 @@
+"""The leaderboard: claims registry validation, robustness to bad result files, verdicts, costs, determinism, the
+sweep's up-to-date check, and the committed LEADERBOARD.md being what the committed results give."""
+import copy
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from torch import nn
+
+from common.config import load_config
+from common.errors import UserError
+from leaderboard.claims import CLAIMS_FILE, Claim, check_registry, load_claims
+from leaderboard.collect import ABS_TOL, Group, Run, group_runs, judge, load_runs
+from leaderboard.render import render
+
+ROOT = Path(__file__).resolve().parent.parent
+GOOD = ROOT / "results" / "bnn" / "mnist_cpu" / "seed1.json"
+BASE = ROOT / "results" / "bnn" / "mnist_cpu_float" / "seed1.json"
+
+
+def claim(**kw) -> Claim:
+    base = dict(id="X-1", kind="paper", paper="bnn", dataset="mnist", model="MLP", bits={"w": 1, "a": 1, "g": 32},
+                how="scratch", metric="top1_err", value=1.4, baseline=1.0, source="Table 1", text="t", confirmed=True)
+    return Claim(**{**base, **kw})
+
+
+def group(errors, paper="bnn", config="c", baseline=None, bits=None) -> Group:
+    runs = [Run(f"{config}/seed{i}.json", {"paper": paper, "config_name": config, "seed": i, "status": "ok",
+                                           "scale": "cpu", "bits": bits or {"w": 1, "a": 1, "g": 32},
+                                           "metrics": {"test_top1_err": e}, "config": {}, "claims": ["X-1"]})
+            for i, e in enumerate(errors, 1)]
+    return Group(paper, config, runs, baseline=baseline)
+
+
+# --- the registry -----------------------------------------------------------------------------------------------
+
+def test_registry_loads_and_every_config_claim_exists():
+    claims = check_registry()
+    assert {f"R{i:02d}" for i in range(1, 21)} <= set(claims)
+    assert all(c.kind == "roadmap" for c in claims.values() if c.id.startswith("R") and c.id[1:].isdigit())
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"metric": "accuracy"}, "metric: expected one of"),
+    ({"bits": {"w": 0, "a": 32, "g": 32}}, "bits: expected"),
+    ({"value": None}, "needs a number"),
+    ({"value": 140.0}, "error in percent"),
+    ({"paper": "nope"}, "paper: expected one of"),
+    ({"confirmed": "yes"}, "confirmed"),
+    ({"colour": "red"}, "unknown key(s) colour"),
+])
+def test_registry_rejects_a_bad_entry_naming_claim_and_key(tmp_path, change, message):
+    data = yaml.safe_load(CLAIMS_FILE.read_text())
+    entry = next(e for e in data["claims"] if e["kind"] == "paper" and e["metric"] == "top1_err")
+    entry.update(change)
+    path = tmp_path / "claims.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(UserError, match=re.escape(message)) as err:
+        load_claims(path)
+    assert entry["id"] in str(err.value)
+
+
+def test_registry_rejects_duplicates_and_missing_roadmap_claims(tmp_path):
+    data = yaml.safe_load(CLAIMS_FILE.read_text())
+    dup = copy.deepcopy(data)
+    dup["claims"].append(copy.deepcopy(dup["claims"][-1]))
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump(dup))
+    with pytest.raises(UserError, match="duplicate id"):
+        load_claims(tmp_path / "a.yaml")
+    data["claims"] = [e for e in data["claims"] if e["id"] != "R07"]
+    (tmp_path / "b.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(UserError, match="R07 missing"):
+        load_claims(tmp_path / "b.yaml")
+
+
+# --- result files -----------------------------------------------------------------------------------------------
+
+def test_bad_result_files_are_skipped_with_a_reason_and_never_averaged(tmp_path):
+    good = json.loads(GOOD.read_text())
+    folder = tmp_path / "results" / "bnn" / "mnist_cpu"
+    folder.mkdir(parents=True)
+    (folder / "seed1.json").write_text(json.dumps(good))
+    (folder / "seed2.json").write_text(json.dumps({**good, "seed": 2})[:300])  # truncated
+    (folder / "seed3.json").write_text(json.dumps({**good, "seed": 3, "schema": 99}))
+    (folder / "seed4.json").write_text(json.dumps({k: v for k, v in {**good, "seed": 4}.items() if k != "metrics"}))
+    (folder / "seed5.json").write_text(json.dumps({**good, "seed": 5, "metrics": {"test_top1_err": "NaN"}}))
+    (folder / "seed6.json").write_text(json.dumps({**good, "seed": 6, "status": "running"}))
+    (folder / "seed7.json").write_text(json.dumps({**good, "seed": 8}))  # path and content disagree
+    (folder / "seed9.json").write_text("[1, 2]")
+    (folder / "seed10.json").write_text(json.dumps({**good, "seed": 10, "status": "diverged", "metrics": None}))
+    runs, skipped = load_runs(tmp_path / "results")
+    reasons = {Path(s.path).name: s.reason for s in skipped}
+    assert set(reasons) == {f"seed{i}.json" for i in (2, 3, 4, 5, 6, 7, 9)}
+    assert "not readable JSON" in reasons["seed2.json"] and "unknown schema 99" in reasons["seed3.json"]
+    assert "missing key 'metrics'" in reasons["seed4.json"] and "test_top1_err" in reasons["seed5.json"]
+    groups = group_runs(runs, with_cost=False)
+    g = groups[("bnn", "mnist_cpu")]
+    assert g.errors() == [good["metrics"]["test_top1_err"]] and len(g.diverged) == 1  # diverged: counted, not averaged
+    text = render(check_registry(), groups, skipped)
+    assert "## Skipped result files" in text and "seed3.json`: unknown schema 99" in text
+    assert "(+1 diverged)" in text
+
+
+def test_groups_mean_std_and_drop_against_the_float_baseline():
+    base = group([1.0, 1.2], config="float")
+    g = group([1.5, 1.9, 1.7], baseline=base)
+    assert g.mean() == pytest.approx(1.7) and g.std() == pytest.approx(0.2)
+    assert g.drop() == pytest.approx(0.6)
+
+
+# --- verdicts ---------------------------------------------------------------------------------------------------
+
+def test_verdict_compares_drops_within_the_stated_tolerance():
+    base = group([1.0])
+    c = claim(value=1.4, baseline=1.0)  # claimed drop 0.4
+    assert judge(c, group([1.0 + 0.4 + ABS_TOL - 0.01], baseline=base)).kind == "reproduced"
+    v = judge(c, group([1.0 + 0.4 + ABS_TOL + 0.05], baseline=base))
+    assert v.kind == "not reproduced" and v.compared == "drop" and v.diff == pytest.approx(ABS_TOL + 0.05)
+    # two seeds with a large spread widen the tolerance to 2 sigma
+    wide = group([1.2, 2.6], baseline=base)
+    assert judge(c, wide).tolerance == pytest.approx(2 * wide.std())
+
+
+def test_verdict_without_baseline_compares_errors_and_matches_float_and_proxy():
+    assert judge(claim(value=1.4), group([1.45])).compared == "error"
+    assert judge(claim(value=1.4), group([1.45])).kind == "reproduced"
+    assert judge(claim(value=1.4), group([2.0])).kind == "not reproduced"
+    base = group([1.0])
+    mf = claim(metric="matches_float", value=None)
+    assert judge(mf, group([1.1], baseline=base)).kind == "reproduced"
+    assert judge(mf, group([1.5], baseline=base)).kind == "not reproduced"
+    assert judge(claim(value=1.4), group([5.0]), proxy=True).kind == "proxy only"
+    assert judge(claim(metric="statement", value=None), group([5.0])).kind == "qualitative"
+
+
+# --- costs ------------------------------------------------------------------------------------------------------
+
+def test_bops_count_macs_times_weight_and_input_bits():
+    from common.cost import inference_cost
+    from common.quant.convert import convert
+
+    net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    assert inference_cost(net, (4,)) == {"macs": 12 + 6, "bops": (12 + 6) * 32 * 32}
+    q = convert(net, [{"layers": "all", "weight": {"name": "sign"}},
+                      {"layers": "last", "weight": {"name": "sign"}, "input": {"name": "sign"}}])
+    assert inference_cost(q, (4,)) == {"macs": 18, "bops": 12 * 1 * 32 + 6 * 1 * 1}
+    conv = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1))  # 4 x 5 x 5 outputs x 2 x 3 x 3 MACs each
+    assert inference_cost(conv, (2, 5, 5))["macs"] == 4 * 25 * 18
+
+
+# --- determinism and the committed leaderboard ------------------------------------------------------------------
+
+def test_render_is_deterministic_and_the_committed_leaderboard_is_up_to_date(tmp_path):
+    from leaderboard.__main__ import main
+
+    assert main(["--check"]) == 0, "LEADERBOARD.md is out of date: run python -m leaderboard and commit it"
+    out = tmp_path / "LB.md"
+    assert main(["--out", str(out), "--plots-dir", str(tmp_path / "plots")]) == 0
+    first = out.read_bytes()
+    plots = {p.name: p.read_bytes() for p in (tmp_path / "plots").glob("*.png")}
+    assert main(["--out", str(out), "--plots-dir", str(tmp_path / "plots")]) == 0
+    assert out.read_bytes() == first and first == (ROOT / "LEADERBOARD.md").read_bytes()
+    assert plots and {p.name: p.read_bytes() for p in (tmp_path / "plots").glob("*.png")} == plots
+
+
+# --- the sweep --------------------------------------------------------------------------------------------------
+
+def test_sweep_skips_a_result_only_while_its_config_is_unchanged(tmp_path):
+    from leaderboard.sweep import plan, up_to_date
+
+    _, cfg = load_config("mnist_cpu", ROOT / "papers/bnn/configs", seed=1)
+    assert up_to_date(GOOD, cfg)[0]
+    _, changed = load_config("mnist_cpu", ROOT / "papers/bnn/configs", ["optim.lr_start=0.5"], seed=1)
+    assert up_to_date(GOOD, changed) == (False, "config changed")
+    assert up_to_date(tmp_path / "none.json", cfg) == (False, "no result")
+    folder = tmp_path / "bnn" / "mnist_cpu"
+    folder.mkdir(parents=True)
+    shutil.copy(GOOD, folder / "seed1.json")
+    items = {(j.config, j.seed): ok for j, ok, _ in plan("cpu", [1, 2], ["bnn"], "*", tmp_path)}
+    assert items[("mnist_cpu", 1)] and not items[("mnist_cpu", 2)] and not items[("mnist_cpu_float", 1)]
+    assert not any(config.startswith("mnist_theano") for config, _ in items)  # paper scale: not in a cpu sweep
+
+
+def test_sweep_plans_fine_tuning_after_what_it_starts_from(tmp_path):
+    from leaderboard.sweep import plan
+
+    jobs = [j for j, _, _ in plan("cpu", [1], ["sung"], "mnist_cpu_w64_*", tmp_path)]
+    ft = next(j for j in jobs if j.command == "finetune")
+    assert ft.config == "mnist_cpu_w64_b2" and ("sung", "mnist_cpu_w64_b2") in ft.needs
+    assert ("sung", "mnist_cpu_w64_float") in next(j for j in jobs if j.config == "mnist_cpu_w64_b4").needs
