@@ -1,4 +1,11 @@
-"""Reading this suite's checkpoints, in one place: for ``test --ckpt`` and for fine-tuning (``init_from``).
+"""This suite's checkpoints, in one place: writing them (atomically; ``last.ckpt`` also every N steps inside an
+epoch), resuming a run from its ``last.ckpt`` (``train --resume``), and reading them for ``test --ckpt`` and for
+fine-tuning (``init_from``).
+
+A checkpoint holds all a run needs to go on exactly as if it had not stopped: weights with the quantizers' state
+(dynamic fixed point's integer lengths and overflow counts) and batch-norm statistics, optimizer and learning-rate
+schedule, Lightning's loop position, the callbacks' state (best validation error, the per-epoch curve) and the data
+module's (position in the epoch, shuffle seed, random generators: ``common.data``).
 
 ``init_from`` names the float (or any) network a run starts from, instead of a random initialisation:
 a checkpoint (``.ckpt``), a result file (``.json``, whose ``checkpoint`` it uses), or the name of a config of the
@@ -15,8 +22,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.callbacks import ModelCheckpoint
+
 from common.errors import UserError
-from common.results import result_path
+from common.results import atomic_write, result_path
 
 READ_ERRORS = (RuntimeError, EOFError, OSError, KeyError, TypeError, ValueError, pickle.UnpicklingError)
 
@@ -35,6 +45,73 @@ def read_checkpoint(path: Path, what: str) -> dict:
     return ckpt
 
 
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, through ``common.results.atomic_write``: a run killed while saving leaves the
+    previous checkpoint intact (Lightning's own goes through a temporary file elsewhere and a copy)."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO takes no storage_options")
+        atomic_write(Path(path), lambda f: torch.save(checkpoint, f))
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """``last.ckpt``: at every epoch's end (after its validation), and with ``every_n_train_steps`` also every that
+    many steps inside an epoch, for resuming a long epoch. (Lightning's own ``save_last`` skips an epoch whose
+    monitored metric did not improve, which would leave ``last.ckpt`` behind.) Not after an epoch's last batch: a
+    checkpoint taken there, before the validation, would resume past it."""
+
+    def __init__(self, dirpath: Path, every_n_train_steps: int = 0):
+        super().__init__(dirpath=dirpath, save_top_k=0, save_last=True, every_n_train_steps=every_n_train_steps or None,
+                         enable_version_counter=False)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self._every_n_train_steps and batch_idx + 1 < trainer.num_training_batches:
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        pass  # the epoch's end is saved in on_train_epoch_end, after the validation and the epoch's hooks
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+def run_dir(runs_dir: Path, paper: str, name: str, seed: int) -> Path:
+    """runs/<paper>/<config>/seed<N>: checkpoints (``checkpoints/best.ckpt``, ``checkpoints/last.ckpt``) and logs."""
+    return Path(runs_dir) / paper / name / f"seed{seed}"
+
+
+def _first_difference(a, b, path: str = "") -> str | None:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b), key=str):
+            d = _first_difference(a.get(k), b.get(k), f"{path}.{k}" if path else str(k))
+            if d:
+                return d
+        return None
+    return None if a == b else f"{path or 'config'}: {a!r} there, {b!r} now"
+
+
+def resume_checkpoint(runs_dir: Path, paper: str, name: str, seed: int, config: dict | None) -> tuple[Path, int]:
+    """The ``last.ckpt`` of this run and its global step, checked: it exists, is readable (a truncated file is a
+    ``UserError``), and was written with this same resolved config (unless ``config`` is None). Temporary files left
+    by a run killed while saving are removed."""
+    path = run_dir(runs_dir, paper, name, seed) / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        raise UserError(f"--resume: no checkpoint {path} to resume from (run without --resume to start this run)")
+    ckpt = read_checkpoint(path, "--resume")
+    saved = (ckpt.get("hyper_parameters") or {}).get("config")
+    if not isinstance(saved, dict):
+        raise UserError(f"--resume {path}: not a checkpoint of this suite's train command (no config)")
+    diff = config is not None and _first_difference(saved, config)
+    if diff:
+        raise UserError(f"--resume {path}: written with another config ({diff}); resume with the same --config, "
+                        f"--set and --seed")
+    for partial in path.parent.glob(".*.tmp"):  # (common.results.atomic_write's, of a write that was cut short)
+        partial.unlink(missing_ok=True)
+    return path, int(ckpt.get("global_step", 0))
+
+
 def resolve_init(init_from: str, paper: str, seed: int, results_dir: Path) -> Path:
     """The checkpoint ``init_from`` refers to (see the module docstring)."""
     p = Path(init_from)
@@ -43,9 +120,14 @@ def resolve_init(init_from: str, paper: str, seed: int, results_dir: Path) -> Pa
     elif p.suffix == ".json":
         source = p
     else:
+        owner, _, config = init_from.rpartition("/")
+        papers_dir = Path(__file__).resolve().parent.parent / "papers"
+        if owner and not (papers_dir / owner / "__init__.py").is_file():
+            known = sorted(p.name for p in papers_dir.iterdir() if (p / "__init__.py").is_file())
+            raise UserError(f"init_from: {init_from!r}: no paper {owner!r} (expected a .ckpt, a .json, a config name "
+                            f"or paper/config with a paper among: {', '.join(known)})")
         source = result_path(results_dir, paper, init_from, seed)
         if not source.is_file():
-            owner, _, config = init_from.rpartition("/")
             raise UserError(f"init_from: {init_from!r}: no result {source} (neither a .ckpt nor a .json path: train "
                             f"it first with python -m papers.{owner or paper} train --config {config} --seed {seed})")
     if source is not None:

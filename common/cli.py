@@ -1,13 +1,15 @@
 """``python -m papers.<name> train|test|configs``, written once for every paper.
 
     train     [--config NAME|PATH] [--set key.path=value ...] [--seed N] [--init-from CKPT] [--data-dir DIR] [--wandb MODE]
+              [--resume] [--checkpoint-every STEPS]
     quantize  --from CKPT|RESULT|CONFIG [--config NAME|PATH] ...   (post-training quantization, no training)
-    finetune  --from CKPT|RESULT|CONFIG [--config NAME|PATH] ...   (quantize, then fine-tune)
+    finetune  --from CKPT|RESULT|CONFIG [--config NAME|PATH] ... [--resume]   (quantize, then fine-tune)
     test      --ckpt PATH [--data-dir DIR]
     configs
 
-A user error (bad config, missing data or checkpoint) prints one line and exits with status 2, before anything
-is written.
+A user error (bad config, missing or corrupt data or checkpoint) prints one line and exits with status 2, before
+anything is written. A run whose training loss becomes NaN or infinite stops, writes its result file with status
+"diverged" (no metrics), prints one line and exits with status 3.
 """
 from __future__ import annotations
 
@@ -17,16 +19,19 @@ import json
 import os
 import sys
 import time
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
 from lightning.pytorch.callbacks import Callback
 
 from common.config import Config, list_configs, load_config
-from common.errors import UserError
+from common.errors import Diverged, UserError
 from common.results import SCHEMA, environment, git_commit, result_path, write_json_atomic
 
 EXIT_USER_ERROR = 2
+EXIT_DIVERGED = 3
+CHECKPOINT_EVERY = 1000
 
 
 def _parser(paper: str, configs_dir: Path, default_config: str) -> argparse.ArgumentParser:
@@ -53,6 +58,7 @@ def _parser(paper: str, configs_dir: Path, default_config: str) -> argparse.Argu
                    help="show the progress bar (default: when the output is a terminal)")
     t.add_argument("--results-dir", default="results", help="where result files go (default: results)")
     t.add_argument("--runs-dir", default="runs", help="where checkpoints and logs go (default: runs)")
+    _resume_arguments(t)
     for cmd, what in (("quantize", "post-training quantization of a trained float network by the config's 'ptq' "
                                    "method: choose per-layer formats, test without fine-tuning, write the result"),
                       ("finetune", "quantize as 'quantize', then fine-tune the quantized network from the float "
@@ -70,6 +76,8 @@ def _parser(paper: str, configs_dir: Path, default_config: str) -> argparse.Argu
         q.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
         q.add_argument("--results-dir", default="results")
         q.add_argument("--runs-dir", default="runs")
+        if cmd == "finetune":
+            _resume_arguments(q)
     e = sub.add_parser("test", help="evaluate a checkpoint on the test set and print its metrics as JSON")
     e.add_argument("--ckpt", required=True, help="checkpoint written by train (runs/<paper>/<config>/seed<N>/...)")
     e.add_argument("--data-dir", default=None, help="dataset root (default: $LOWBIT_DATA, else ./data)")
@@ -77,8 +85,34 @@ def _parser(paper: str, configs_dir: Path, default_config: str) -> argparse.Argu
     return p
 
 
+def _resume_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--resume", action="store_true",
+                   help="go on from runs/<paper>/<config>/seed<N>/checkpoints/last.ckpt (same config, --set and seed): "
+                        "the result is the one an uninterrupted run writes")
+    p.add_argument("--checkpoint-every", type=int, default=CHECKPOINT_EVERY, metavar="STEPS",
+                   help=f"also write last.ckpt every STEPS training steps inside an epoch (default {CHECKPOINT_EVERY}; "
+                        "0: at epoch ends only)")
+
+
+def _paper_package(paper: str):
+    try:
+        return importlib.import_module(f"papers.{paper}")
+    except ModuleNotFoundError as e:
+        if e.name not in (f"papers.{paper}", "papers"):
+            raise
+        import papers
+
+        known = sorted(p.name for p in Path(papers.__file__).parent.iterdir() if (p / "__main__.py").is_file())
+        raise UserError(f"paper {paper!r}: no such paper (available: {', '.join(known)})") from None
+
+
 def main(paper: str, default_config: str, argv: list[str] | None = None) -> int:
-    configs_dir = Path(importlib.import_module(f"papers.{paper}").__file__).parent / "configs"
+    try:
+        package = _paper_package(paper)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    configs_dir = Path(package.__file__).parent / "configs"
     args = _parser(paper, configs_dir, default_config).parse_args(argv)
     try:
         if args.command == "configs":
@@ -91,22 +125,41 @@ def main(paper: str, default_config: str, argv: list[str] | None = None) -> int:
         init = getattr(args, "init_from", None)
         overrides = args.overrides + ([f"init_from={json.dumps(init)}"] if init else [])
         name, cfg = load_config(args.config, configs_dir, overrides, args.seed)
-        paper_check = getattr(importlib.import_module(f"papers.{paper}"), "check", None)
+        paper_check = getattr(package, "check", None)
         if paper_check is not None:
             paper_check(cfg)  # the paper's own constraints on a config
+        check_processes(cfg)
         progress = sys.stderr.isatty() if args.progress is None else args.progress
         dirs = {"results_dir": Path(args.results_dir), "runs_dir": Path(args.runs_dir)}
+        every = getattr(args, "checkpoint_every", CHECKPOINT_EVERY)
+        if every < 0:
+            raise UserError(f"--checkpoint-every: expected a number of steps >= 0, got {every}")
+        run = dict(resume=getattr(args, "resume", False), checkpoint_every=every)
         if args.command in ("quantize", "finetune"):
             path = post_train(paper, name, cfg, args.source, finetune=args.command == "finetune",
-                              data_dir=args.data_dir, wandb=args.wandb, progress=progress, **dirs)
+                              data_dir=args.data_dir, wandb=args.wandb, progress=progress, **dirs, **run)
         else:
-            path = train(paper, name, cfg, data_dir=args.data_dir, wandb=args.wandb, progress=progress, **dirs)
+            path = train(paper, name, cfg, data_dir=args.data_dir, wandb=args.wandb, progress=progress, **dirs, **run)
         if path:
             print(f"result: {path}")
         return 0
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except Diverged as err:
+        if err.result is not None:  # the process that wrote the result (rank 0) says so, once
+            print(f"error: {err}; result {err.result} has status 'diverged'", file=sys.stderr)
+        return EXIT_DIVERGED
+
+
+def check_processes(cfg: Config) -> None:
+    """With several processes (DDP) ``data.batch_size`` is the global batch, split evenly between them."""
+    t = cfg.trainer
+    if isinstance(t.devices, int) and t.devices > 0:
+        world = t.devices * t.num_nodes
+        if cfg.data.batch_size % world:
+            raise UserError(f"data.batch_size: expected a multiple of the {world} processes (trainer.devices x "
+                            f"trainer.num_nodes), got {cfg.data.batch_size}")
 
 
 def _trainer_kwargs(cfg: Config) -> dict:
@@ -121,14 +174,18 @@ def _trainer_kwargs(cfg: Config) -> dict:
 
 
 def train(paper: str, name: str, cfg: Config, *, data_dir: str | None = None, wandb: str = "offline", progress: bool = True,
-          results_dir: Path = Path("results"), runs_dir: Path = Path("runs"), extra: dict | None = None) -> Path | None:
-    """Fit, test (on the best-validation checkpoint, as the papers report) and write the result file."""
+          results_dir: Path = Path("results"), runs_dir: Path = Path("runs"), extra: dict | None = None,
+          resume: bool = False, checkpoint_every: int = CHECKPOINT_EVERY) -> Path | None:
+    """Fit, test (on the best-validation checkpoint, as the papers report) and write the result file. ``resume``:
+    go on from the run's ``last.ckpt`` (the same result as an uninterrupted run); ``checkpoint_every``: also write
+    ``last.ckpt`` every that many training steps inside an epoch (0: at epoch ends only)."""
     import lightning as L
     import torch
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
-    from common.checkpoint import load_weights, resolve_init
+    from common.checkpoint import AtomicCheckpointIO, LastCheckpoint, load_weights, resolve_init, resume_checkpoint
+    from common.checkpoint import run_dir as run_folder
     from common.data import ClassificationData, data_root
     from common.module import Classifier
 
@@ -136,30 +193,37 @@ def train(paper: str, name: str, cfg: Config, *, data_dir: str | None = None, wa
         torch.set_num_threads(cfg.trainer.num_threads)
     data = ClassificationData(cfg.data, data_root(data_dir))
     data.check_available()  # fails before anything is written
+    resume_ckpt, resume_step = None, 0
+    if resume:
+        resume_ckpt, resume_step = resume_checkpoint(runs_dir, paper, name, cfg.seed, cfg.to_dict())
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     module = Classifier(cfg.to_dict(), data.shape, data.num_classes)  # a bad conversion rule fails here
     init_ckpt = None
     if cfg.init_from:
         init_ckpt = resolve_init(cfg.init_from, paper, cfg.seed, results_dir)
-        load_weights(module.model, init_ckpt)  # fails before anything is written
+        if resume_ckpt is None:
+            load_weights(module.model, init_ckpt)  # fails before anything is written
 
-    if cfg.quant.calibrate_epochs:
+    if cfg.quant.calibrate_epochs and resume_ckpt is None:  # a resumed run has the calibrated state in its checkpoint
         calibrate(module, data, cfg, progress)
 
-    run_dir = runs_dir / paper / name / f"seed{cfg.seed}"
+    run_dir = run_folder(runs_dir, paper, name, cfg.seed)
     validate = cfg.data.val_size > 0 and cfg.trainer.limit_val_batches != 0
     ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val_err" if validate else None,
-                           mode="min", save_last=True, enable_version_counter=False)
+                           mode="min", enable_version_counter=False)
+    last = LastCheckpoint(run_dir / "checkpoints", checkpoint_every)
     curve = EpochCurve()
-    loggers = [CSVLogger(run_dir, name="csv", version="")]
+    callbacks = [ckpt, curve, last]  # (ckpt first: trainer.checkpoint_callback)
+    # a resumed run logs beside the interrupted one's CSV (which Lightning would otherwise delete)
+    loggers = [CSVLogger(run_dir, name="csv", version=f"resumed_at_step{resume_step}" if resume_ckpt else "")]
     if wandb != "disabled":
         from lightning.pytorch.loggers import WandbLogger
 
         os.environ.setdefault("WANDB_SILENT", "true")
         loggers.append(WandbLogger(project="lowbit-repro", name=f"{paper}/{name}/seed{cfg.seed}", save_dir=str(run_dir),
                                    mode=wandb, config=cfg.to_dict(), tags=[paper, cfg.scale]))
-    trainer = L.Trainer(**_trainer_kwargs(cfg), logger=loggers, callbacks=[ckpt, curve], default_root_dir=run_dir,
-                        enable_progress_bar=progress)
+    trainer = L.Trainer(**_trainer_kwargs(cfg), logger=loggers, callbacks=callbacks, default_root_dir=run_dir,
+                        enable_progress_bar=progress, plugins=[AtomicCheckpointIO()])
     # Deterministic algorithms stay on, but not their debugging fill of every new tensor with NaN: it made
     # training up to 9x slower on CPU and changes no result (kernels overwrite what they allocate).
     torch.utils.deterministic.fill_uninitialized_memory = False
@@ -167,15 +231,27 @@ def train(paper: str, name: str, cfg: Config, *, data_dir: str | None = None, wa
     # them to zero made binary-activation runs several times faster and is far below every precision studied here.
     torch.set_flush_denormal(True)
 
-    start = time.time()
-    trainer.fit(module, datamodule=data)
-    use_best = validate and cfg.select == "best_val" and ckpt.best_model_path
-    tested = trainer.test(module, datamodule=data, ckpt_path="best" if use_best else None, verbose=True)[0]
-    wall = time.time() - start
-    if loggers[1:]:
-        import wandb as wandb_lib
+    if resume_ckpt is not None:  # (the data module replays the interrupted epoch; Lightning cannot tell)
+        warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
 
-        wandb_lib.finish()
+    start = time.time()
+    try:
+        trainer.fit(module, datamodule=data, ckpt_path=resume_ckpt)
+    except Diverged as err:
+        _finish_wandb(loggers)
+        if trainer.is_global_zero:
+            metrics_at = {"epoch": err.epoch, "step": err.step, "loss": str(err.loss)}
+            result = _result(paper, name, cfg, module.model, None, results_dir, init_ckpt, time.time() - start,
+                             status="diverged", diverged_at=metrics_at, **(extra or {}), epochs=err.epoch,
+                             checkpoint=None, curve=curve.rows)
+            err.result = result_path(results_dir, paper, name, cfg.seed)
+            write_json_atomic(err.result, result)
+        raise
+    use_best = validate and cfg.select == "best_val" and ckpt.best_model_path
+    tested = trainer.test(module, datamodule=data, ckpt_path=ckpt.best_model_path if use_best else None,
+                          verbose=True)[0]
+    wall = time.time() - start
+    _finish_wandb(loggers)
     if not trainer.is_global_zero:
         return None
 
@@ -188,22 +264,31 @@ def train(paper: str, name: str, cfg: Config, *, data_dir: str | None = None, wa
         "tested_epoch": best_epoch if use_best else trainer.current_epoch - 1,
     }
     result = _result(paper, name, cfg, module.model, metrics, results_dir, init_ckpt, wall, **(extra or {}),
-                     epochs=trainer.current_epoch, checkpoint=str(Path(ckpt.best_model_path or ckpt.last_model_path)),
+                     epochs=trainer.current_epoch,  # the checkpoint whose weights were tested
+                     checkpoint=str(Path(ckpt.best_model_path if use_best else last.last_model_path)),
                      curve=curve.rows)
     path = result_path(results_dir, paper, name, cfg.seed)
     write_json_atomic(path, result)
     return path
 
 
-def _result(paper: str, name: str, cfg: Config, model, metrics: dict, results_dir: Path, init_ckpt: Path | None,
-            wall: float, **rest) -> dict:
-    """The result file's content (one schema for trained and post-training-quantized networks)."""
+def _finish_wandb(loggers: list) -> None:
+    if loggers[1:]:
+        import wandb as wandb_lib
+
+        wandb_lib.finish()
+
+
+def _result(paper: str, name: str, cfg: Config, model, metrics: dict | None, results_dir: Path, init_ckpt: Path | None,
+            wall: float, status: str = "ok", **rest) -> dict:
+    """The result file's content (one schema for trained and post-training-quantized networks). ``status``: "ok", or
+    "diverged" (then ``metrics`` is null and ``diverged_at`` says where: 0-based epoch, global step, the loss)."""
     from common.module import bits_summary, parameter_bits
 
     bits, per_layer = bits_summary(model)
     return {
         "schema": SCHEMA,
-        "status": "ok",
+        "status": status,
         "paper": paper,
         "config_name": name,
         "seed": cfg.seed,
@@ -233,7 +318,7 @@ def _result(paper: str, name: str, cfg: Config, model, metrics: dict, results_di
 
 def post_train(paper: str, name: str, cfg: Config, source: str | None, *, finetune: bool = False, data_dir: str | None = None,
                wandb: str = "offline", progress: bool = True, results_dir: Path = Path("results"),
-               runs_dir: Path = Path("runs")) -> Path:
+               runs_dir: Path = Path("runs"), resume: bool = False, checkpoint_every: int = CHECKPOINT_EVERY) -> Path:
     """Post-training quantization of the float network in ``source`` by the config's ``ptq`` method: choose the
     per-layer formats, test without fine-tuning and write the result file; with ``finetune``, then train the
     quantized network from the float weights (the config's optim and trainer) and write ``<config>_finetuned``."""
@@ -256,6 +341,10 @@ def post_train(paper: str, name: str, cfg: Config, source: str | None, *, finetu
     data = ClassificationData(cfg.data, data_root(data_dir))
     data.check_available()
     src = resolve_init(source, paper, cfg.seed, results_dir)
+    if finetune and resume:
+        from common.checkpoint import resume_checkpoint
+
+        resume_checkpoint(runs_dir, paper, f"{name}_finetuned", cfg.seed, None)  # (its config: checked by train)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     float_cfg = validate({**cfg.to_dict(), "quant": {"rules": []}, "init_from": None})
     float_net = Classifier(float_cfg.to_dict(), data.shape, data.num_classes).model
@@ -281,7 +370,7 @@ def post_train(paper: str, name: str, cfg: Config, source: str | None, *, finetu
     if not finetune:
         return path
     return train(paper, f"{name}_finetuned", quant_cfg, data_dir=data_dir, wandb=wandb, progress=progress,
-                 results_dir=results_dir, runs_dir=runs_dir,
+                 results_dir=results_dir, runs_dir=runs_dir, resume=resume, checkpoint_every=checkpoint_every,
                  extra={"ptq": report, "before_finetune": metrics, "quantized_result": str(path)})
 
 
@@ -326,20 +415,33 @@ def calibrate(module, data, cfg: Config, progress: bool) -> None:
 
 
 class EpochCurve(Callback):
-    """Per-epoch training curve (train loss and error, validation error, learning rate) for the result file."""
+    """Per-epoch training curve (train loss and error, validation error, learning rate) for the result file; saved in
+    checkpoints, so a resumed run's curve is the whole run's."""
 
     def __init__(self):
         self.rows: list[dict] = []
+        self._lr = None
+        self._fitting = False
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self._fitting = stage == "fit"
+
+    def state_dict(self) -> dict:
+        return {"rows": self.rows, "lr": self._lr}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self._fitting:  # resuming (testing a checkpoint leaves the curve alone)
+            self.rows, self._lr = list(state["rows"]), state["lr"]
 
     def on_train_epoch_start(self, trainer, pl_module):
         self._lr = trainer.optimizers[0].param_groups[0]["lr"]
 
     def on_train_epoch_end(self, trainer, pl_module):
-        m = trainer.callback_metrics
         row = {"epoch": trainer.current_epoch, "lr": self._lr}
-        for key, out in (("train_loss_epoch", "train_loss"), ("train_err", "train_err"), ("val_err", "val_err")):
-            if key in m:
-                row[out] = round(float(m[key]) * (100 if out.endswith("err") else 1), 4)
+        for key, value in pl_module.train_epoch_metrics().items():
+            row[key] = round(value * (100 if key.endswith("err") else 1), 4)
+        if "val_err" in trainer.callback_metrics:
+            row["val_err"] = pct(trainer.callback_metrics["val_err"])
         self.rows.append(row)
 
 

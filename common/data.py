@@ -6,17 +6,27 @@ ImageFolder tree with worker processes.
 
 Data root: ``--data-dir``, else the ``LOWBIT_DATA`` environment variable, else ``./data``. Datasets that
 torchvision can download are downloaded there when missing; without internet the run stops with one line that
-says which directory to fill and with what.
+says which directory to fill and with what. Files already there are checked first (size and IDX header of MNIST's
+raw files, md5 where the dataset publishes one): a truncated or corrupt file stops the run with one line naming it.
+
+Resuming mid-epoch (``train --resume``): the data module's state, saved in every checkpoint, holds the position in
+the epoch, the seed of the epoch's shuffle and the random generators' states; a resumed run sees the same batches,
+the same augmentation and the same random draws as an uninterrupted one. With several processes (DDP)
+``data.batch_size`` stays the global batch: each of N processes takes ``batch_size / N`` samples per step.
 """
 from __future__ import annotations
 
+import hashlib
+import itertools
+import math
 import os
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler
 
 from common.config import DataConfig
 from common.errors import UserError
@@ -64,7 +74,9 @@ class TensorDataset(Dataset):
 
 def crop_flip(x: torch.Tensor, pad: int = 4) -> torch.Tensor:
     """Per image: zero-pad by ``pad``, crop a random window of the original size, flip horizontally with p = 1/2
-    (the CIFAR-10 augmentation of TWN, ResNet...). Uses torch's global generator, so seeded runs repeat."""
+    (the CIFAR-10 augmentation of TWN, ResNet...). Uses torch's global generator, so seeded runs repeat; the data
+    module applies it to each training batch in the main process, just before its step (so a resumed run draws the
+    same windows as an uninterrupted one)."""
     n, c, h, w = x.shape
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
     i, j = torch.randint(0, 2 * pad + 1, (2, n, 1))
@@ -75,16 +87,133 @@ def crop_flip(x: torch.Tensor, pad: int = 4) -> torch.Tensor:
                   rows[:, None, :, None], cols[:, None, None, :]]
 
 
-class AugmentedTensorDataset(TensorDataset):
-    """Training split with ``crop_flip`` applied to every fetched batch."""
-
-    def __getitems__(self, idx: list[int]):
-        x, y = super().__getitems__(idx)
-        return crop_flip(x), y
-
-
 def _whole_batch(batch):
     return batch
+
+
+class EpochSampler(RandomSampler):
+    """``RandomSampler`` (the same draw from torch's global generator, hence the same order) that remembers the seed
+    of its current pass and can replay a pass from a given seed, for a run resumed mid-epoch."""
+
+    def __init__(self, data_source, replay: int | None = None):
+        super().__init__(data_source)
+        self.seed, self.replay = None, replay
+
+    def __iter__(self):
+        if self.replay is None:
+            seed = int(torch.empty((), dtype=torch.int64).random_().item())
+        else:
+            seed, self.replay = self.replay, None
+        self.seed = seed
+        g = torch.Generator()
+        g.manual_seed(seed)
+        yield from torch.randperm(len(self.data_source), generator=g).tolist()
+
+
+class ResumableBatchSampler(BatchSampler):
+    """``BatchSampler`` whose next pass starts after its first ``skip`` batches (a run resumed mid-epoch). Lightning
+    swaps its sampler for a ``DistributedSampler`` under DDP, keeping ``skip``."""
+
+    def __init__(self, sampler, batch_size: int, drop_last: bool, skip: int = 0):
+        super().__init__(sampler, batch_size, drop_last)
+        self.skip = skip
+
+    def __iter__(self):
+        skip, self.skip = self.skip, 0
+        return itertools.islice(super().__iter__(), skip, None)
+
+
+def rng_states() -> dict:
+    """The global random generators (torch CPU and CUDA, Python, NumPy) as plain values and tensors (checkpoints stay
+    loadable with ``torch.load(weights_only=True)``)."""
+    import numpy as np
+
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "python": random.getstate(),
+            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss]}
+
+
+def set_rng_states(state: dict) -> None:
+    import numpy as np
+
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+
+
+# ---------------------------------------------------------------- checking files already there
+
+IDX_MAGIC = {"images": (0x00000803, (28, 28)), "labels": (0x00000801, ())}
+
+
+def _md5(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _corrupt(name: str, path: Path, problem: str) -> UserError:
+    return UserError(f"dataset {name!r}: {path}: {problem} (truncated or corrupt: replace it, or delete it to "
+                     f"download it again)")
+
+
+def _check_idx(name: str, path: Path, count: int, kind: str) -> None:
+    """An uncompressed IDX file: its header (magic number, sizes) and its exact byte size."""
+    magic, dims = IDX_MAGIC[kind]
+    shape = (count, *dims)
+    expected = 4 * (1 + len(shape)) + math.prod(shape)  # uint8 values after the header
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(4 * (1 + len(shape)))
+    fields = tuple(int.from_bytes(head[i:i + 4], "big") for i in range(0, len(head) - len(head) % 4, 4))
+    if fields != (magic, *shape):
+        raise _corrupt(name, path, f"not an IDX {kind} file of shape {shape} (header {fields})")
+    if size != expected:
+        raise _corrupt(name, path, f"{size} bytes, expected {expected}")
+
+
+def verify_files(name: str, root: Path) -> None:
+    """Check the files of dataset ``name`` that are already under ``root`` (missing ones are downloaded later):
+    MNIST/Fashion-MNIST raw IDX files by header and size, their .gz archives, CIFAR-10's batches and SVHN's .mat
+    files by the md5 torchvision publishes. Raises ``UserError`` naming the first bad file."""
+    import torchvision.datasets as tvd
+
+    if name in ("mnist", "fashion_mnist"):
+        cls = tvd.MNIST if name == "mnist" else tvd.FashionMNIST
+        raw = root / cls.__name__ / "raw"
+        for archive, md5 in cls.resources:
+            path = raw / archive.removesuffix(".gz")
+            split, kind = path.name.split("-")[:2]
+            count = 60000 if split == "train" else 10000
+            if path.is_file():  # torchvision reads these and ignores the archive
+                _check_idx(name, path, count, kind)
+            elif (raw / archive).is_file() and _md5(raw / archive) != md5:
+                raise _corrupt(name, raw / archive, f"md5 {_md5(raw / archive)}, expected {md5}")
+    elif name == "cifar10":
+        folder = root / tvd.CIFAR10.base_folder
+        if folder.is_dir():
+            for file, md5 in [*tvd.CIFAR10.train_list, *tvd.CIFAR10.test_list,
+                              [tvd.CIFAR10.meta["filename"], tvd.CIFAR10.meta["md5"]]]:
+                if not (folder / file).is_file():
+                    raise UserError(f"dataset 'cifar10': {folder / file}: missing (put the whole "
+                                    f"{DATASETS['cifar10'].where} there, or delete {folder} to download it again)")
+                if _md5(folder / file) != md5:
+                    raise _corrupt(name, folder / file, f"md5 {_md5(folder / file)}, expected {md5}")
+        elif (archive := root / "cifar-10-python.tar.gz").is_file() and _md5(archive) != tvd.CIFAR10.tgz_md5:
+            raise _corrupt(name, archive, f"md5 {_md5(archive)}, expected {tvd.CIFAR10.tgz_md5}")
+    elif name == "svhn":
+        for split in ("train", "test"):
+            _, file, md5 = tvd.SVHN.split_list[split]
+            path = root / "svhn" / file
+            if path.is_file() and _md5(path) != md5:
+                raise _corrupt(name, path, f"md5 {_md5(path)}, expected {md5}")
 
 
 # ---------------------------------------------------------------- raw loading
@@ -186,6 +315,9 @@ class ClassificationData(L.LightningDataModule):
         self.num_classes = cfg.num_classes if cfg.name == "synthetic" else info.num_classes
         self._splits: dict[str, Dataset] | None = None
         self._cache: dict[bool, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._epoch, self._taken = -1, 0  # training batches handed to the current epoch's steps
+        self._replay: tuple[int | None, int] | None = None  # resuming mid-epoch: (shuffle seed, batches done)
+        self._pending_rng: dict | None = None  # ... and the random state to restore before the next batch
 
     def _raw(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         if train not in self._cache:
@@ -201,6 +333,7 @@ class ClassificationData(L.LightningDataModule):
                     raise UserError(f"dataset 'imagenet' not found: put {DATASETS['imagenet'].where} "
                                     f"under {self.root.resolve()} (it cannot be downloaded automatically)")
         else:
+            verify_files(self.cfg.name, self.root)
             self.setup()
 
     def prepare_data(self) -> None:
@@ -209,6 +342,8 @@ class ClassificationData(L.LightningDataModule):
                 self._raw(train)  # downloads when missing
 
     def setup(self, stage: str | None = None) -> None:
+        if stage == "fit":  # each fit (a calibration pass, then the training) counts its own epochs
+            self._epoch, self._taken = -1, 0
         if self._splits is not None:
             return
         c = self.cfg
@@ -222,8 +357,7 @@ class ClassificationData(L.LightningDataModule):
         n = len(ytr) - c.val_size
         xtr, xval, ytr, yval = xtr[:n], xtr[n:], ytr[:n], ytr[n:]
         xtr, xval, xte = preprocess(c.preprocess, xtr, [xval, xte])
-        train_set = AugmentedTensorDataset if c.augment == "crop_flip" else TensorDataset
-        self._splits = {"train": train_set(xtr, ytr), "val": TensorDataset(xval, yval),
+        self._splits = {"train": TensorDataset(xtr, ytr), "val": TensorDataset(xval, yval),
                         "test": TensorDataset(xte, yte)}
 
     def _imagenet(self) -> dict[str, Dataset]:
@@ -239,20 +373,29 @@ class ClassificationData(L.LightningDataModule):
     def _loader(self, split: str, train: bool) -> DataLoader:
         assert self._splits is not None
         ds = self._splits[split]
-        in_memory = isinstance(ds, TensorDataset)
-        return DataLoader(ds, batch_size=self.cfg.batch_size if train else self.cfg.eval_batch_size, shuffle=train,
-                          num_workers=self.cfg.num_workers, collate_fn=_whole_batch if in_memory else None,
-                          persistent_workers=self.cfg.num_workers > 0, drop_last=False)
+        collate = _whole_batch if isinstance(ds, TensorDataset) else None
+        common = dict(num_workers=self.cfg.num_workers, collate_fn=collate, persistent_workers=self.cfg.num_workers > 0)
+        if not train:
+            return DataLoader(ds, batch_size=self.cfg.eval_batch_size, shuffle=False, **common)
+        seed, skip = self._replay or (None, 0)
+        self._replay = None
+        sampler = ResumableBatchSampler(EpochSampler(ds, replay=seed), self._process_batch_size(), False, skip=skip)
+        return DataLoader(ds, batch_sampler=sampler, **common)
+
+    def _process_batch_size(self) -> int:
+        """``data.batch_size`` is the global batch: with N processes (DDP) each takes batch_size / N."""
+        world = self.trainer.world_size if self.trainer is not None else 1
+        if self.cfg.batch_size % world:
+            raise UserError(f"data.batch_size: expected a multiple of the {world} processes (trainer.devices x "
+                            f"trainer.num_nodes), got {self.cfg.batch_size}")
+        return self.cfg.batch_size // world
 
     def calibration_dataloader(self) -> DataLoader:
         """Training images in their stored order, without augmentation (post-training calibration)."""
         assert self._splits is not None
         ds = self._splits["train"]
-        if isinstance(ds, AugmentedTensorDataset):
-            ds = TensorDataset(ds.x, ds.y)
-        in_memory = isinstance(ds, TensorDataset)
         return DataLoader(ds, batch_size=self.cfg.batch_size, shuffle=False, num_workers=self.cfg.num_workers,
-                          collate_fn=_whole_batch if in_memory else None)
+                          collate_fn=_whole_batch if isinstance(ds, TensorDataset) else None)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", True)
@@ -262,3 +405,40 @@ class ClassificationData(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", False)
+
+    # ------------------------------------------------------------ per training batch, and resuming
+
+    def on_before_batch_transfer(self, batch, dataloader_idx: int):
+        trainer = self.trainer
+        if trainer is None or not trainer.training:
+            return batch
+        if self._pending_rng is not None:  # resumed mid-epoch: the random state the interrupted run had here
+            set_rng_states(self._pending_rng)
+            self._pending_rng = None
+        if trainer.current_epoch != self._epoch:
+            self._epoch, self._taken = trainer.current_epoch, 0
+        self._taken += 1
+        if self.cfg.augment == "crop_flip":
+            x, y = batch
+            batch = crop_flip(x), y
+        return batch
+
+    def state_dict(self) -> dict:
+        """Saved in every checkpoint: where in the epoch training is, and the random state after the last step."""
+        trainer = self.trainer
+        mid_epoch = trainer is not None and self._epoch == trainer.current_epoch and \
+            0 < self._taken < trainer.num_training_batches
+        loader = trainer.train_dataloader if mid_epoch else None
+        sampler = getattr(getattr(loader, "batch_sampler", None), "sampler", None)
+        return {"rng": rng_states(), "epoch": self._epoch,
+                "batches_done": self._taken if mid_epoch else 0, "shuffle_seed": getattr(sampler, "seed", None)}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.trainer is None or self.trainer.state.fn != "fit":  # testing a checkpoint: nothing to resume
+            return
+        if state["batches_done"]:  # mid-epoch: the same shuffle from the next batch on, and the random state just
+            self._replay = (state["shuffle_seed"], state["batches_done"])  # before it (restored at that batch: the
+            self._pending_rng = state["rng"]  # loader is made and iterated in between)
+            self._epoch, self._taken = state["epoch"], state["batches_done"]
+        else:  # at an epoch's end: the next epoch's shuffle is drawn from the restored state, as it was
+            set_rng_states(state["rng"])

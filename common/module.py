@@ -3,7 +3,8 @@
 Parameterised by the config: loss (``cross_entropy`` or ``squared_hinge``), optimizer (``adam``/``sgd``/``shift_adamax``),
 exponential or linear per-epoch learning-rate decay from ``lr_start`` to ``lr_end`` (or step, or piecewise), a
 momentum ramp, BinaryConnect's per-layer "Glorot" learning-rate scaling, frozen layers, max-norm, latent-weight
-clipping and stored-value quantization after each optimizer step, top-1/top-5 error.
+clipping and stored-value quantization after each optimizer step, top-1/top-5 error. A training loss that is not finite
+(on any process) stops the run with ``Diverged``. Epoch metrics are averaged over all processes (DDP).
 A paper that needs more overrides a hook in its own package; it never copies this loop.
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.config import Config, validate
+from common.errors import Diverged
 from common.models import build_model
 from common.optim import build_optimizer
 from common.quant import Quantizer, after_step, convert, convertible_layers, quant_layers, select
@@ -83,6 +85,7 @@ class Classifier(L.LightningModule):
                 self.model.get_submodule(n).requires_grad_(False)
         self.loss_fn = LOSSES[self.cfg.loss]
         self.ks = (1, 5) if num_classes >= 10 else (1,)
+        self._train_sums: list | None = None  # this epoch's training loss and error sums, sample count
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -92,23 +95,73 @@ class Classifier(L.LightningModule):
         out = self(x)
         loss = self.loss_fn(out, y)
         errs = topk_errors(out.detach(), y, self.ks if stage == "test" else (1,))
-        on_step = stage == "train"
-        self.log(f"{stage}_loss", loss, on_step=on_step, on_epoch=True, prog_bar=stage != "test",
-                 batch_size=len(y), sync_dist=not on_step)
-        self.log(f"{stage}_err", errs[1], on_step=False, on_epoch=True, prog_bar=stage != "test",
-                 batch_size=len(y), sync_dist=True)
+        if stage == "train":  # per step, this process's loss; per epoch: ``train_epoch_metrics``
+            self.log("train_loss_step", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(y))
+            self._accumulate(loss.detach(), errs[1], len(y))
+            return loss
+        self.log(f"{stage}_loss", loss, on_epoch=True, prog_bar=stage != "test", batch_size=len(y), sync_dist=True)
+        self.log(f"{stage}_err", errs[1], on_epoch=True, prog_bar=stage != "test", batch_size=len(y), sync_dist=True)
         if 5 in errs:
             self.log(f"{stage}_err_top5", errs[5], on_epoch=True, batch_size=len(y), sync_dist=True)
         return loss
 
     def training_step(self, batch, batch_idx):
-        return self._step(batch, "train")
+        loss = self._step(batch, "train")
+        local = bool(torch.isfinite(loss.detach()))
+        # decided together, so that every process stops at the same step (none is left waiting in a collective)
+        finite = local if self._trainer is None else self.trainer.strategy.reduce_boolean_decision(local, all=True)
+        if not finite:
+            raise Diverged(self.current_epoch, self.global_step, math.nan if local else float(loss.detach()))
+        return loss
 
     def validation_step(self, batch, batch_idx):
         self._step(batch, "val")
 
     def test_step(self, batch, batch_idx):
         self._step(batch, "test")
+
+    # ---------------------------------------------------------- epoch training metrics (kept in checkpoints)
+
+    def _accumulate(self, loss: torch.Tensor, err: torch.Tensor, n: int) -> None:
+        """Sample-weighted sums of this epoch's training loss and error (float32, in the order Lightning's own epoch
+        means use), kept here rather than in Lightning's logger so that a run resumed mid-epoch has them."""
+        if self._train_sums is None:
+            self._train_sums = [torch.tensor(0.0, device=loss.device), torch.tensor(0.0, device=loss.device), 0]
+        s = self._train_sums
+        self._train_sums = [s[0] + loss.float() * n, s[1] + err.float() * n, s[2] + n]
+
+    def train_epoch_metrics(self) -> dict[str, float]:
+        """This epoch's mean training loss and top-1 error (a fraction) over the samples of every process."""
+        if self._train_sums is None:
+            return {}
+        loss, err, n = self._train_sums
+        total = torch.stack([loss, err, torch.tensor(float(n), device=loss.device)])
+        if self._trainer is not None and self.trainer.world_size > 1:
+            total = self.trainer.strategy.reduce(total, reduce_op="sum")
+            loss, err, n = total[0], total[1], total[2]
+        return {"train_loss": float(loss / n), "train_err": float(err / n)}
+
+    def on_train_epoch_end(self):
+        metrics = self.train_epoch_metrics()  # for the loggers and the progress bar
+        if metrics:
+            self.log("train_loss_epoch", metrics["train_loss"], on_epoch=True, sync_dist=True)  # (equal on all)
+            self.log("train_err", metrics["train_err"], on_epoch=True, prog_bar=True, sync_dist=True)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Every process's sums (under DDP every process builds the checkpoint; rank 0 writes it)."""
+        if self._train_sums is None:
+            return
+        loss, err, n = self._train_sums
+        local = torch.stack([loss, err, torch.tensor(float(n), device=loss.device)])
+        every = self.all_gather(local).reshape(-1, 3).cpu() if self.trainer.world_size > 1 else local[None].cpu()
+        checkpoint["train_epoch_sums"] = {"loss": every[:, 0], "err": every[:, 1],
+                                          "samples": [int(v) for v in every[:, 2].tolist()]}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        sums = checkpoint.get("train_epoch_sums")
+        if sums is not None:
+            r = self.global_rank if len(sums["samples"]) > 1 else 0
+            self._train_sums = [sums["loss"][r].to(self.device), sums["err"][r].to(self.device), sums["samples"][r]]
 
     def param_groups(self) -> list[dict]:
         """Parameter groups with an ``lr_scale``: 1 for everything, except BinaryConnect/BNN's Glorot scale on the
@@ -147,9 +200,11 @@ class Classifier(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
 
     def on_train_start(self):
-        after_step(self.model)  # stored values start on their grid (layers with an ``update`` quantizer)
+        if self.trainer.ckpt_path is None:  # (a resumed run's are already)
+            after_step(self.model)  # stored values start on their grid (layers with an ``update`` quantizer)
 
-    def on_train_epoch_start(self):
+    def on_train_epoch_start(self):  # (not called when a run resumes mid-epoch)
+        self._train_sums = None
         o = self.cfg.optim
         if o.momentum_end is not None:  # linear momentum ramp (Courbariaux et al. 2015)
             t = min(self.current_epoch, o.momentum_epochs) / o.momentum_epochs

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from leaderboard.collect import Group
 
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
 
 
@@ -18,11 +19,15 @@ def _save(fig, path: Path) -> None:
 def bits_plot(groups: list[Group], key: str, title: str, path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    seen: dict[int, int] = {}
     for i, g in enumerate(sorted(groups, key=lambda g: g.label)):
-        m, s = g.mean(), g.std() or 0.0
-        ax.errorbar([g.bits[key]], [m], yerr=[s], fmt="o", color=COLORS[i % len(COLORS)], capsize=3,
-                    label=f"{g.label} ({g.mean():.2f})")
+        x = g.bits[key]
+        k = seen[x] = seen.get(x, -1) + 1  # spread the methods that share a bit width
+        ax.errorbar([x * 2 ** (0.07 * k)], [g.mean()], yerr=[g.std() or 0.0], fmt=MARKERS[i % len(MARKERS)],
+                    color=COLORS[i % len(COLORS)], capsize=3, markersize=6, label=f"{g.label} ({g.mean():.2f})")
+        if g.shared and g.paper == "float":
+            ax.axhline(g.mean(), color="grey", linestyle=":", linewidth=1)
     ax.set_xscale("log", base=2)
     ax.set_xticks([1, 2, 4, 8, 16, 32], labels=["1", "2", "4", "8", "16", "32 (float)"])
     ax.set_yscale("log")

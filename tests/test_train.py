@@ -85,12 +85,12 @@ def test_smoke_train_every_config_writes_a_valid_result(tmp_path, paper, config)
     assert 0 <= res["metrics"]["test_top1_err"] <= 100 and "test_top5_err" in res["metrics"]
     if post_training:  # no training: the chosen per-layer rules and the search are recorded
         assert res["epochs"] == 0 and res["ptq"]["method"] == res["config"]["ptq"] and res["config"]["quant"]["rules"]
-        assert res["init_from"].endswith("best.ckpt")
+        assert res["init_from"].endswith(".ckpt") and Path(res["init_from"]).is_file()  # the tested checkpoint
     else:
         assert res["epochs"] == 1 and len(res["curve"]) == 1
         assert Path(res["checkpoint"]).is_file()
     quantized = res["bits"]["w"] < 32
-    assert quantized == ("float" not in config)
+    assert quantized == ("float" not in f"{paper}/{config}")  # the float package, or a *_float* config
     assert res["param_bits"] < 32 * res["param_count"] if quantized else res["param_bits"] == 32 * res["param_count"]
     if res["config"]["baseline"]:
         assert res["baseline"]["result"].endswith(f"{res['config']['baseline']}/seed1.json")

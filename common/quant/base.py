@@ -46,6 +46,12 @@ class Quantizer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    @torch.no_grad()
+    def quantize_(self, x: torch.Tensor) -> None:
+        """x <- forward(x) in place, without gradient (stored-value quantization after a step). Quantizers that can
+        write their result straight into ``x`` override this to save the copy."""
+        x.copy_(self(x))
+
 
 @register("float")
 class Float(Quantizer):

@@ -17,6 +17,15 @@ def hard_sigmoid(x: torch.Tensor) -> torch.Tensor:
     return ((x + 1) * 0.5).clamp_(0, 1)
 
 
+def ste_mask(grad: torch.Tensor, x: torch.Tensor, bound: float) -> torch.Tensor:
+    """grad * 1_{|x| <= bound}, the same product as before, with the mask written as 0/1 floats straight into the
+    |x| buffer (no bool temporary and no conversion pass)."""
+    a = x.abs()
+    if a.dtype != grad.dtype:
+        return grad * (a <= bound).to(grad.dtype)
+    return grad * torch.le(a, bound, out=a)
+
+
 class _StraightThrough(torch.autograd.Function):
     """Forward: the already quantized ``q``. Backward: the gradient w.r.t. ``q`` is passed to the real value ``x``
     unchanged (BinaryConnect: dC/dw := dC/dw_b), or, with a ``bound`` b, multiplied by 1_{|x| <= b} (BNN's
@@ -33,26 +42,41 @@ class _StraightThrough(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         if ctx.bound is not None:
             (x,) = ctx.saved_tensors
-            grad = grad * (x.abs() <= ctx.bound).to(grad.dtype)
+            grad = ste_mask(grad, x, ctx.bound)
         return grad, None, None
 
 
 def straight_through(x: torch.Tensor, q: torch.Tensor, bound: float | None = None) -> torch.Tensor:
     """``q`` in the forward pass, d/dx = 1 (or 1_{|x| <= bound}) in the backward pass."""
+    if not (x.requires_grad and torch.is_grad_enabled()):
+        return q  # no graph to build (update quantizers, evaluation): skip the autograd node
     return _StraightThrough.apply(x, q, bound)
+
+
+_CONST: dict[tuple[float, torch.dtype, torch.device], torch.Tensor] = {}
+
+
+def _const(v: float, like: torch.Tensor) -> torch.Tensor:
+    key = (v, like.dtype, like.device)
+    if key not in _CONST:
+        _CONST[key] = torch.tensor(v, dtype=like.dtype, device=like.device)
+    return _CONST[key]
 
 
 def binarize(x: torch.Tensor, H: float) -> torch.Tensor:
     """+H where x >= 0, else -H, in two fused passes: x + 0.0 turns -0.0 into +0.0, then copysign."""
     q = x + 0.0
-    return torch.copysign(torch.tensor(H, dtype=x.dtype, device=x.device), q, out=q)
+    return torch.copysign(_const(H, x), q, out=q)
 
 
 def binarize_stochastic(x: torch.Tensor, H: float) -> torch.Tensor:
     """+H with probability hard_sigmoid(x / H), else -H: with u ~ U[0, 1), u < (x/H + 1)/2 <=> (2u - 1) H < x
-    (the clip of hard_sigmoid needs no pass of its own: u < 1 and u >= 0 saturate it)."""
+    (the clip of hard_sigmoid needs no pass of its own: u < 1 and u >= 0 saturate it). One uniform per value,
+    and no temporary beyond it: the comparison's 0/1 is mapped to -H/+H in place (2H - H = H exactly)."""
     u = torch.rand_like(x).mul_(2 * H).sub_(H)
-    return torch.where(u < x, H, -H).to(x.dtype)
+    if x.dtype != torch.get_default_dtype():  # +-H rounded to the default dtype first, as torch.where(.., H, -H) does
+        return torch.where(u < x, H, -H).to(x.dtype)
+    return torch.lt(u, x, out=u).mul_(2 * H).sub_(H)  # the comparison written as 0/1 straight into u
 
 
 Estimator = Literal["identity", "htanh"]
@@ -125,7 +149,8 @@ class _ScaledSignSTE(torch.autograd.Function):
     def backward(ctx, g: torch.Tensor):
         w, alpha, b = ctx.saved_tensors
         n = w.numel() // alpha.numel()
-        mask = (w.abs() <= 1).to(g.dtype)
+        mask = w.abs()
+        mask = torch.le(mask, 1, out=mask) if mask.dtype == g.dtype else (mask <= 1).to(g.dtype)  # 1_{|W|<=1}
         if ctx.exact:
             grad = b * (g * b).sum(dim=ctx.dims, keepdim=True) / n + alpha * g * mask
         else:

@@ -26,13 +26,31 @@ Span = Literal["twos_complement", "symmetric"]
 
 
 def to_fixed(x: torch.Tensor, wl: int, fl: int, rounding: Rounding = "nearest",
-             span: Span = "twos_complement") -> torch.Tensor:
-    """x on the grid eps = 2^-fl, rounded as asked, saturated to the range of a ``wl``-bit word (sign included)."""
+             span: Span = "twos_complement", out: torch.Tensor | None = None) -> torch.Tensor:
+    """x on the grid eps = 2^-fl, rounded as asked, saturated to the range of a ``wl``-bit word (sign included).
+    ``out``: write the result there (it may be ``x`` itself: in-place quantization of stored values)."""
     eps = 2.0 ** -fl
     top = 2 ** (wl - 1)
     lo, hi = (-(top - 1) if span == "symmetric" else -top) * eps, (top - 1) * eps
-    noise = 0.5 if rounding == "nearest" else torch.rand_like(x)
-    return (torch.floor(x / eps + noise) * eps).clamp_(lo, hi)
+    # floor(x / eps + noise) * eps clamped to [lo, hi], computed as clamp(floor(x * 2^fl + noise), lo/eps, hi/eps) * eps
+    # on one buffer: x / eps == x * 2^fl and k * eps are exact (powers of two), so the clamp commutes with the scaling
+    # and every value is the same; for stochastic rounding the buffer is the uniform draw itself
+    if rounding == "nearest":
+        y = torch.add(_half(x), x, alpha=2.0 ** fl, out=out)
+    else:
+        y = torch.rand_like(x).add_(x, alpha=2.0 ** fl)
+    y.floor_().clamp_(lo / eps, hi / eps)
+    return y.mul_(eps) if out is None or y is out else torch.mul(y, eps, out=out)
+
+
+_HALF: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
+
+
+def _half(x: torch.Tensor) -> torch.Tensor:
+    key = (x.dtype, x.device)
+    if key not in _HALF:
+        _HALF[key] = torch.tensor(0.5, dtype=x.dtype, device=x.device)
+    return _HALF[key]
 
 
 @register("fixed")
@@ -55,6 +73,13 @@ class Fixed(Quantizer):
             q = to_fixed(x, self.wl, self.fl, rounding, self.span)
         return straight_through(x, q)
 
+    @torch.no_grad()
+    def quantize_(self, x: torch.Tensor) -> None:
+        if self.training and self.in_training == "off":
+            return
+        rounding = "stochastic" if self.training and self.in_training == "stochastic" else self.rounding
+        to_fixed(x, self.wl, self.fl, rounding, self.span, out=x)
+
     def extra_repr(self) -> str:
         return (f"wl={self.wl}, fl={self.fl}, rounding={self.rounding}, range={self.span}"
                 + (f", training={self.in_training}" if self.in_training != "same" else ""))
@@ -74,11 +99,19 @@ class Uniform(Quantizer):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         half = 2 ** (self.bits - 1) - 1
         with torch.no_grad():
-            q = torch.floor(x / self.step + 0.5).clamp_(-half, half) * self.step
+            q = torch.div(x, self.step).add_(0.5).floor_().clamp_(-half, half).mul_(self.step)
         return straight_through(x, q)
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, step={self.step:.6g}"
+
+
+def _count_at_least(a: torch.Tensor, t: float, buf: torch.Tensor | None) -> int:
+    """#(a >= t): the comparison written as 0/1 floats (into ``buf``, which may be ``a``) and summed, exact while the
+    count fits the float mantissa; count_nonzero beyond that."""
+    if a.is_floating_point() and a.numel() < 2 / torch.finfo(a.dtype).eps:
+        return int(torch.ge(a, t, out=torch.empty_like(a) if buf is None else buf).sum())
+    return int(torch.count_nonzero(a >= t))
 
 
 @register("dynamic_fixed")
@@ -115,6 +148,19 @@ class DynamicFixed(Quantizer):
         top = (2 ** (self.wl - 1) - 1) * 2.0 ** -self.fl(il)
         return float((x.abs() >= top).double().mean())
 
+    def _overflow_rates(self, x: torch.Tensor, il: int) -> tuple[float, float]:
+        """(overflow_rate(x, il), overflow_rate(x, il - 1)), the same values from one |x|: the largest value at
+        il - 1 is exactly half the one at il, and no count is needed above max|x| (a NaN max counts as usual)."""
+        n = x.numel()
+        if n == 0:
+            return float("nan"), float("nan")
+        top = (2 ** (self.wl - 1) - 1) * 2.0 ** -self.fl(il)
+        a = x.abs()
+        m = float(a.max())
+        below = 0 if m < top / 2 else _count_at_least(a, top / 2, None)
+        now = 0 if m < top else _count_at_least(a, top, a)
+        return now / n, below / n
+
     @torch.no_grad()
     def _observe(self, x: torch.Tensor) -> None:
         if not self.initialised:
@@ -131,7 +177,7 @@ class DynamicFixed(Quantizer):
         if not self.training:
             return
         il = int(self.il)
-        self.rates += torch.tensor([self.overflow_rate(x, il), self.overflow_rate(x, il - 1)], dtype=torch.float64)
+        self.rates += torch.tensor(self._overflow_rates(x, il), dtype=torch.float64, device=self.rates.device)
         self.calls += 1
         if int(self.calls) % self.update_every == 0:
             now, below = (self.rates / self.update_every).tolist()
@@ -148,6 +194,12 @@ class DynamicFixed(Quantizer):
         with torch.no_grad():
             q = to_fixed(x, self.wl, self.fl(), self.rounding, "symmetric")
         return straight_through(x, q)
+
+    @torch.no_grad()
+    def quantize_(self, x: torch.Tensor) -> None:
+        self._observe(x)
+        if not (self.calibrating or not self.initialised):
+            to_fixed(x, self.wl, self.fl(), self.rounding, "symmetric", out=x)
 
     def extra_repr(self) -> str:
         return (f"wl={self.wl}, il={int(self.il)}, rounding={self.rounding}, max_overflow={self.max_overflow}, "

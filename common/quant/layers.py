@@ -56,9 +56,9 @@ class QuantMixin:
         if self.latent_clip is not None:
             self.weight.clamp_(-self.latent_clip, self.latent_clip)
         if self.update_quantizer is not None:
-            self.weight.copy_(self.update_quantizer(self.weight))
+            self.update_quantizer.quantize_(self.weight)
             if self.bias_update_quantizer is not None:
-                self.bias.copy_(self.bias_update_quantizer(self.bias))
+                self.bias_update_quantizer.quantize_(self.bias)
 
     def quantized_weight(self) -> torch.Tensor:
         return self.weight if self.weight_quantizer is None else self.weight_quantizer(self.weight)

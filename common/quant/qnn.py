@@ -31,6 +31,13 @@ def round_to_grid(x: torch.Tensor, rounding: Rounding) -> torch.Tensor:
     return torch.floor(x + torch.rand_like(x))  # P(up) = x - floor(x)
 
 
+def _round_to_grid_(x: torch.Tensor, rounding: Rounding) -> torch.Tensor:
+    """round_to_grid in place (the same values)."""
+    if rounding == "nearest":
+        return x.round_()
+    return x.add_(torch.rand_like(x)).floor_()
+
+
 class _QnnQuantizer(Quantizer):
     ranges = {"bits": Range(1, 32), "max": Range(lo=0, lo_open=True)}
 
@@ -62,7 +69,7 @@ class LinearQuant(_QnnQuantizer):
 
     def quantize(self, x: torch.Tensor) -> torch.Tensor:
         step = self.max / 2 ** (self.bits - 1)
-        return (round_to_grid(x / step, self.rounding) * step).clamp_(-self.max, self.max - step)
+        return _round_to_grid_(torch.div(x, step), self.rounding).mul_(step).clamp_(-self.max, self.max - step)
 
 
 @register("log_quant")
@@ -70,7 +77,7 @@ class LogQuant(_QnnQuantizer):
     """QNN LogQuant: sign(x) * 2^round(log2|x|), exponents clipped to the 2^(bits-1) values below log2(max)."""
 
     def quantize(self, x: torch.Tensor) -> torch.Tensor:
-        top = torch.log2(torch.tensor(self.max, dtype=x.dtype))
+        top = torch.log2(torch.tensor(self.max, dtype=x.dtype, device=x.device))
         lo = top - (2 ** (self.bits - 1) - 1)
         mag = ap2(x.abs()).clamp_(torch.exp2(lo), torch.exp2(top))
         return torch.where(x >= 0, mag, -mag)

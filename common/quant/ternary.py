@@ -30,7 +30,7 @@ def ternary_mask(w: torch.Tensor, per: str, t: float, threshold: str) -> torch.T
     dims = _group_dims(w, per)
     if threshold == "approx":
         delta = t * a.mean(dim=dims, keepdim=True)
-        return (a > delta).to(w.dtype)
+        return torch.gt(a, delta, out=torch.empty_like(a))  # 0/1 written as floats directly (no bool temporary)
     # exact: I_Delta is always the k largest |W_i|; pick the k maximising (sum of the top k)^2 / k
     flat = a.reshape(a.shape[0], -1) if per == "filter" else a.reshape(1, -1)
     top, order = flat.sort(dim=1, descending=True)
@@ -43,10 +43,17 @@ def ternary_mask(w: torch.Tensor, per: str, t: float, threshold: str) -> torch.T
 def ternarize(w: torch.Tensor, per: str = "layer", t: float = 0.7, threshold: str = "approx") -> torch.Tensor:
     """alpha * W~ (no gradient)."""
     with torch.no_grad():
-        mask = ternary_mask(w, per, t, threshold)
         dims = _group_dims(w, per)
-        alpha = (w.abs() * mask).sum(dim=dims, keepdim=True) / mask.sum(dim=dims, keepdim=True).clamp_min(1)
-        return alpha * torch.sign(w) * mask
+        if threshold == "approx":  # the mask of ternary_mask, reusing |W| and its buffer for |W| * mask
+            a = w.abs()
+            mask = torch.gt(a, t * a.mean(dim=dims, keepdim=True), out=torch.empty_like(a))
+            a.mul_(mask)
+        else:
+            mask = ternary_mask(w, per, t, threshold)
+            a = w.abs().mul_(mask)
+        alpha = a.sum(dim=dims, keepdim=True) / mask.sum(dim=dims, keepdim=True).clamp_min(1)
+        # alpha * sign(W) * mask: |alpha| or 0 with W's sign (where the mask is 1, W != 0, so sign(W) = +-1)
+        return torch.copysign(mask.mul_(alpha), w, out=mask)
 
 
 @register("ternary")

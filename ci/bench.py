@@ -1,0 +1,16 @@
+#!/usr/bin/env python
+"""Speed benchmark: quantized training step / float next to Brevitas, Lightning's overhead, README's Performance section.
+
+    .venv/bin/python ci/bench.py [--quick] [--threads 2] [--nets mlp,lenet5,vgg_small] [--readme]
+
+Same as ``python -m common.bench``; see ``common/bench.py`` for what is measured.
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from common.bench import main  # noqa: E402
+
+if __name__ == "__main__":
+    raise SystemExit(main())
