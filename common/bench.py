@@ -113,27 +113,20 @@ def suite_module(method: Method, net: Network):
 
 
 def make_step(module, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
-    """One training step as the trainer runs it: forward, loss, backward, optimizer step, then what
-    ``Classifier.optimizer_step`` does after the step (max-norm where configured, the after-step pass)."""
-    from torch import nn
-
+    """One training step as the trainer runs it: forward, loss, backward, optimizer step, then
+    ``Classifier.after_optimizer_step`` (max-norm where configured, the after-step pass)."""
     from common.quant import after_step
 
     opt = module.configure_optimizers()
     opt = opt["optimizer"] if isinstance(opt, dict) else opt
     model, loss_fn = module.model, module.loss_fn
-    max_norm = module.cfg.optim.max_norm
+
     def step() -> None:
         loss = loss_fn(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if max_norm is not None:
-            with torch.no_grad():
-                for m in model.modules():
-                    if isinstance(m, (nn.Linear, nn.Conv2d)) and m.weight.requires_grad:
-                        m.weight.renorm_(2, 0, max_norm)
-        after_step(model)
+        module.after_optimizer_step()
 
     settle_ranges(model, step)
     after_step(model)  # on_train_start: stored values start on their grid
@@ -377,10 +370,8 @@ def bench_steps(args, log) -> dict:
 
 def bench_lightning(args, log, trainer_extra: dict | None = None) -> dict:
     import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
-    import common.checkpoint as ckpt_mod
     import common.cli as cli
     from common.config import load_config
     from common.data import ClassificationData, data_root
@@ -413,16 +404,11 @@ def bench_lightning(args, log, trainer_extra: dict | None = None) -> dict:
             L.seed_everything(cfg.seed, workers=True, verbose=False)
             module = Classifier(cfg.to_dict(), data.shape, data.num_classes)
             with tempfile.TemporaryDirectory() as d:
-                ckpt_dir = Path(d) / "checkpoints"
-                callbacks = [ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_err" if nval else None,
-                                             mode="min", enable_version_counter=False),
-                             cli.EpochCurve(), ckpt_mod.LastCheckpoint(ckpt_dir, cli.CHECKPOINT_EVERY)]
-                plugins = [ckpt_mod.AtomicCheckpointIO()]
-                kw = {**cli._trainer_kwargs(cfg), "max_epochs": 1, "limit_train_batches": nb, **trainer_extra}
                 with _quiet():
                     t0 = time.perf_counter()
-                    trainer = L.Trainer(**kw, logger=[CSVLogger(d, name="csv", version="")], callbacks=callbacks,
-                                        default_root_dir=d, enable_progress_bar=False, plugins=plugins)
+                    trainer = cli.build_trainer(cfg, Path(d), [CSVLogger(d, name="csv", version="")], progress=False,
+                                                checkpoint_every=cli.CHECKPOINT_EVERY, max_epochs=1,
+                                                limit_train_batches=nb, **trainer_extra)[0]
                     trainer.fit(module, datamodule=data)
                     return time.perf_counter() - t0
 
@@ -453,7 +439,7 @@ def bench_lightning(args, log, trainer_extra: dict | None = None) -> dict:
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                after_step(model)
+                module.after_optimizer_step()
             model.eval()
             val = [torch.zeros(()), torch.zeros(()), 0]
             with torch.no_grad():

@@ -173,6 +173,26 @@ def _trainer_kwargs(cfg: Config) -> dict:
     return kw
 
 
+def build_trainer(cfg: Config, run_dir: Path, loggers, *, progress: bool, checkpoint_every: int, **overrides):
+    """The Trainer every training run uses, and its callbacks: ``best.ckpt`` (by validation error, when there is
+    validation), ``last.ckpt`` (epoch ends and every ``checkpoint_every`` steps), the epoch curve; checkpoints are
+    written atomically. ``overrides``: Trainer arguments over the config's (e.g. a benchmark's epoch length)."""
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from common.checkpoint import AtomicCheckpointIO, LastCheckpoint
+
+    validate = cfg.data.val_size > 0 and cfg.trainer.limit_val_batches != 0
+    ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val_err" if validate else None,
+                           mode="min", enable_version_counter=False)
+    last = LastCheckpoint(run_dir / "checkpoints", checkpoint_every)
+    curve = EpochCurve()
+    trainer = L.Trainer(**{**_trainer_kwargs(cfg), **overrides}, logger=loggers,
+                        callbacks=[ckpt, curve, last],  # (ckpt first: trainer.checkpoint_callback)
+                        default_root_dir=run_dir, enable_progress_bar=progress, plugins=[AtomicCheckpointIO()])
+    return trainer, ckpt, curve, last
+
+
 def train(paper: str, name: str, cfg: Config, *, data_dir: str | None = None, wandb: str = "offline", progress: bool = True,
           results_dir: Path = Path("results"), runs_dir: Path = Path("runs"), extra: dict | None = None,
           resume: bool = False, checkpoint_every: int = CHECKPOINT_EVERY) -> Path | None:
@@ -181,10 +201,9 @@ def train(paper: str, name: str, cfg: Config, *, data_dir: str | None = None, wa
     ``last.ckpt`` every that many training steps inside an epoch (0: at epoch ends only)."""
     import lightning as L
     import torch
-    from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
-    from common.checkpoint import AtomicCheckpointIO, LastCheckpoint, load_weights, resolve_init, resume_checkpoint
+    from common.checkpoint import load_weights, resolve_init, resume_checkpoint
     from common.checkpoint import run_dir as run_folder
     from common.data import ClassificationData, data_root
     from common.module import Classifier
@@ -209,11 +228,6 @@ def train(paper: str, name: str, cfg: Config, *, data_dir: str | None = None, wa
 
     run_dir = run_folder(runs_dir, paper, name, cfg.seed)
     validate = cfg.data.val_size > 0 and cfg.trainer.limit_val_batches != 0
-    ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val_err" if validate else None,
-                           mode="min", enable_version_counter=False)
-    last = LastCheckpoint(run_dir / "checkpoints", checkpoint_every)
-    curve = EpochCurve()
-    callbacks = [ckpt, curve, last]  # (ckpt first: trainer.checkpoint_callback)
     # a resumed run logs beside the interrupted one's CSV (which Lightning would otherwise delete)
     loggers = [CSVLogger(run_dir, name="csv", version=f"resumed_at_step{resume_step}" if resume_ckpt else "")]
     if wandb != "disabled":
@@ -222,8 +236,7 @@ def train(paper: str, name: str, cfg: Config, *, data_dir: str | None = None, wa
         os.environ.setdefault("WANDB_SILENT", "true")
         loggers.append(WandbLogger(project="lowbit-repro", name=f"{paper}/{name}/seed{cfg.seed}", save_dir=str(run_dir),
                                    mode=wandb, config=cfg.to_dict(), tags=[paper, cfg.scale]))
-    trainer = L.Trainer(**_trainer_kwargs(cfg), logger=loggers, callbacks=callbacks, default_root_dir=run_dir,
-                        enable_progress_bar=progress, plugins=[AtomicCheckpointIO()])
+    trainer, ckpt, curve, last = build_trainer(cfg, run_dir, loggers, progress=progress, checkpoint_every=checkpoint_every)
     # Deterministic algorithms stay on, but not their debugging fill of every new tensor with NaN: it made
     # training up to 9x slower on CPU and changes no result (kernels overwrite what they allocate).
     torch.utils.deterministic.fill_uninitialized_memory = False

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from common.quant.base import Quantizer
+from common.quant import activation_quantizers
 
 
 def layer_macs(layer: nn.Module, out: torch.Tensor) -> int:
@@ -38,13 +38,8 @@ def inference_cost(model: nn.Module, in_shape: tuple[int, ...]) -> dict:
         state["bops"] += macs * w * a
         state["a"] = 32
 
-    owned = {id(q) for m in model.modules() for q in (getattr(m, "input_quantizer", None),
-                                                       getattr(m, "weight_quantizer", None),
-                                                       getattr(m, "grad_quantizer", None),
-                                                       getattr(m, "update_quantizer", None)) if q is not None}
     hooks = [m.register_forward_hook(on_layer) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    hooks += [m.register_forward_hook(on_quantizer) for m in model.modules()
-              if isinstance(m, Quantizer) and id(m) not in owned]
+    hooks += [q.register_forward_hook(on_quantizer) for _, q in activation_quantizers(model)]
     training = model.training
     model.eval()
     try:

@@ -20,7 +20,7 @@ from common.config import Config, validate
 from common.errors import Diverged
 from common.models import build_model
 from common.optim import build_optimizer
-from common.quant import Quantizer, after_step, convert, convertible_layers, quant_layers, select
+from common.quant import activation_quantizers, after_step, convert, convertible_layers, quant_layers, select
 from common.quant.pow2 import ap2_scalar
 
 
@@ -213,6 +213,11 @@ class Classifier(L.LightningModule):
 
     def optimizer_step(self, *args, **kwargs):
         super().optimizer_step(*args, **kwargs)
+        self.after_optimizer_step()
+
+    def after_optimizer_step(self) -> None:
+        """What follows every optimizer step: max-norm where configured, then the quantized layers' after-step
+        pass (latent clip, stored-value quantization)."""
         if self.cfg.optim.max_norm is not None:  # cap each output unit's incoming weight norm (maxout papers)
             with torch.no_grad():
                 for m in self.model.modules():
@@ -230,14 +235,8 @@ def parameter_bits(model: nn.Module) -> int:
 def bits_summary(model: nn.Module) -> tuple[dict[str, int], list[dict]]:
     """(W/A/G bits: the lowest over quantized layers and activation quantizers, 32 where nothing is quantized;
     per-layer detail). Activation quantizers placed in the model (``act: {name: sign}``) count as ``a``."""
-    owned = set()
-    per_layer = []
-    for n, m in quant_layers(model):
-        per_layer.append({"layer": n, **m.bits()})
-        owned.update(id(q) for q in (m.weight_quantizer, m.input_quantizer, m.grad_quantizer) if q is not None)
-    for n, m in model.named_modules():
-        if isinstance(m, Quantizer) and id(m) not in owned:
-            per_layer.append({"layer": n, "activation": m.bits})
+    per_layer = [{"layer": n, **m.bits()} for n, m in quant_layers(model)]
+    per_layer += [{"layer": n, "activation": q.bits} for n, q in activation_quantizers(model)]
     overall = {k: min([r[k] for r in per_layer if k in r], default=32) for k in ("w", "a", "g")}
     overall["a"] = min([overall["a"]] + [r["activation"] for r in per_layer if "activation" in r])
     return overall, per_layer

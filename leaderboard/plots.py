@@ -67,7 +67,6 @@ def write_plots(groups: dict, folder: Path) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
-    matplotlib.rcParams["svg.hashsalt"] = "lowbit"
     shared = [g for g in groups.values() if g.shared and g.runs and g.mean() is not None]
     paths = [folder / "shared_weight_bits.png", folder / "shared_activation_bits.png", folder / "shared_curves.png"]
     if not shared:

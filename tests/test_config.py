@@ -8,6 +8,7 @@ import torch
 
 from common.config import apply_override, load_config, validate
 from common.errors import UserError
+from leaderboard.collect import SHARED
 
 ROOT = Path(__file__).resolve().parent.parent
 PAPER_CONFIGS = sorted(p for p in (ROOT / "papers").glob("*/configs/*.yaml") if not p.name.startswith("_"))
@@ -26,7 +27,7 @@ def test_every_config_loads_and_builds(path):
         paper.check(cfg)
     assert cfg.description, f"{name} has no description"
     # the shared setting (common/configs) is a comparison, not a claim
-    assert cfg.claims or name.startswith("mnist_lenet5"), f"{name} names no claim"
+    assert cfg.claims or name.startswith(SHARED), f"{name} names no claim"
     for ref in (cfg.baseline, cfg.init_from):  # config names: "config" here, or "paper/config" of another paper
         if ref:
             owner, _, other = ref.rpartition("/")

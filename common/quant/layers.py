@@ -117,6 +117,15 @@ def quant_layers(model: nn.Module) -> list[tuple[str, QuantMixin]]:
     return [(n, m) for n, m in model.named_modules() if isinstance(m, QUANT_LAYERS)]
 
 
+def activation_quantizers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Quantizers placed in the model itself (``act: {name: sign}``), not owned by a quantized layer (whose weight,
+    input, grad and stored-value quantizers are its submodules)."""
+    from common.quant.base import Quantizer
+
+    owned = {id(q) for _, m in quant_layers(model) for q in m.modules() if q is not m}
+    return [(n, q) for n, q in model.named_modules() if isinstance(q, Quantizer) and id(q) not in owned]
+
+
 def after_step(model: nn.Module) -> None:
     """After an optimizer step: latent clip and stored-value quantization of every quantized layer."""
     for _, m in quant_layers(model):
