@@ -8,6 +8,7 @@ from typing import Literal
 
 import torch
 
+from common.quant import kernels
 from common.quant.base import Quantizer, register
 from common.validate import Range
 
@@ -64,7 +65,9 @@ def _const(v: float, like: torch.Tensor) -> torch.Tensor:
 
 
 def binarize(x: torch.Tensor, H: float) -> torch.Tensor:
-    """+H where x >= 0, else -H, in two fused passes: x + 0.0 turns -0.0 into +0.0, then copysign."""
+    """+H where x >= 0, else -H: x + 0.0 turns -0.0 into +0.0, then copysign (one pass with the kernels)."""
+    if kernels.fits(x):
+        return kernels.ext().scaled_sign(x, float(_const(H, x)))
     q = x + 0.0
     return torch.copysign(_const(H, x), q, out=q)
 
@@ -73,7 +76,7 @@ def binarize_stochastic(x: torch.Tensor, H: float) -> torch.Tensor:
     """+H with probability hard_sigmoid(x / H), else -H: with u ~ U[0, 1), u < (x/H + 1)/2 <=> (2u - 1) H < x
     (the clip of hard_sigmoid needs no pass of its own: u < 1 and u >= 0 saturate it). One uniform per value,
     and no temporary beyond it: the comparison's 0/1 is mapped to -H/+H in place (2H - H = H exactly)."""
-    u = torch.rand_like(x).mul_(2 * H).sub_(H)
+    u = kernels.rand_like(x).mul_(2 * H).sub_(H)
     if x.dtype != torch.get_default_dtype():  # +-H rounded to the default dtype first, as torch.where(.., H, -H) does
         return torch.where(u < x, H, -H).to(x.dtype)
     return torch.lt(u, x, out=u).mul_(2 * H).sub_(H)  # the comparison written as 0/1 straight into u

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 
+from common.quant import kernels
 from common.quant.base import Quantizer, register
 from common.quant.binary import straight_through
 from common.validate import Range
@@ -68,8 +69,11 @@ class DorefaWeight(Quantizer):
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         if self.bits == 1:
             with torch.no_grad():  # sign(W) E|W| = copysign(E|W|, W + 0.0), as binarize(W, 1) * E|W| (1 * E = E)
-                q = w + 0.0
-                q = torch.copysign(w.abs().mean(), q, out=q)
+                if kernels.fits(w):
+                    q = kernels.ext().scaled_sign(w, float(w.abs().mean()))
+                else:
+                    q = w + 0.0
+                    q = torch.copysign(w.abs().mean(), q, out=q)
             return straight_through(w, q)
         t = torch.tanh(w)
         return 2 * quantize_k(t / (2 * t.abs().max()) + 0.5, self.bits) - 1
@@ -123,7 +127,7 @@ class DorefaGrad(Quantizer):
         m2 = 2 * m.clamp_min_(torch.finfo(g.dtype).tiny)
         # 2 m (round(clip(g / (2m) + 1/2 + (u - 1/2) / n, 0, 1) n) / n - 1/2), the same operations in the same
         # order as the equation, in place on one buffer
-        x = torch.div(g, m2).add_(0.5).add_(torch.rand_like(g).sub_(0.5).div_(n))
+        x = torch.div(g, m2).add_(0.5).add_(kernels.rand_like(g).sub_(0.5).div_(n))
         return x.clamp_(0, 1).mul_(n).round_().div_(n).sub_(0.5).mul_(m2)
 
     def extra_repr(self) -> str:

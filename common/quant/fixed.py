@@ -17,6 +17,7 @@ from typing import Literal
 
 import torch
 
+from common.quant import kernels
 from common.quant.base import Quantizer, register
 from common.quant.binary import straight_through
 from common.validate import Range
@@ -32,6 +33,11 @@ def to_fixed(x: torch.Tensor, wl: int, fl: int, rounding: Rounding = "nearest",
     eps = 2.0 ** -fl
     top = 2 ** (wl - 1)
     lo, hi = (-(top - 1) if span == "symmetric" else -top) * eps, (top - 1) * eps
+    if kernels.fits(x) and (out is None or kernels.fits(out)):  # the same operations below, fused in one pass
+        y = torch.empty_like(x) if out is None else out
+        fused = kernels.ext().fixed_nearest if rounding == "nearest" else kernels.ext().fixed_stochastic
+        fused(x, y, 2.0 ** fl, lo / eps, hi / eps, eps)
+        return y
     # floor(x / eps + noise) * eps clamped to [lo, hi], computed as clamp(floor(x * 2^fl + noise), lo/eps, hi/eps) * eps
     # on one buffer: x / eps == x * 2^fl and k * eps are exact (powers of two), so the clamp commutes with the scaling
     # and every value is the same; for stochastic rounding the buffer is the uniform draw itself
@@ -155,11 +161,32 @@ class DynamicFixed(Quantizer):
         if n == 0:
             return float("nan"), float("nan")
         top = (2 ** (self.wl - 1) - 1) * 2.0 ** -self.fl(il)
+        if kernels.fits(x):  # both counts in one pass (the max below only skips counts that would be 0)
+            below, now = kernels.ext().abs_count2(x, top / 2, top)
+            return now / n, below / n
         a = x.abs()
         m = float(a.max())
         below = 0 if m < top / 2 else _count_at_least(a, top / 2, None)
         now = 0 if m < top else _count_at_least(a, top, a)
         return now / n, below / n
+
+    @torch.no_grad()
+    def _fused_step(self, x: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor | None:
+        """_observe then to_fixed (nearest) in one pass of the kernels, at a training call where the integer length
+        cannot move (all but every ``update_every``-th): the same counts, rates and values. None where it does not
+        apply (the caller takes the usual path)."""
+        if not (self.training and self.rounding == "nearest" and not self.calibrating and x.numel() > 0
+                and kernels.fits(x) and (out is None or kernels.fits(out)) and self.rates.device.type == "cpu"
+                and bool(self.initialised) and (int(self.calls) + 1) % self.update_every != 0):
+            return None
+        il = int(self.il)
+        fl = self.fl(il)
+        top, eps, most = (2 ** (self.wl - 1) - 1) * 2.0 ** -fl, 2.0 ** -fl, 2 ** (self.wl - 1) - 1
+        y = torch.empty_like(x) if out is None else out
+        # the bounds as to_fixed's symmetric range passes them: -(2^(wl-1) - 1) eps / eps, ...
+        kernels.ext().dynamic_fixed_step(x, y, top / 2, top, 2.0 ** fl, -most * eps / eps, most * eps / eps, eps,
+                                         self.rates, self.calls)
+        return y
 
     @torch.no_grad()
     def _observe(self, x: torch.Tensor) -> None:
@@ -177,17 +204,22 @@ class DynamicFixed(Quantizer):
         if not self.training:
             return
         il = int(self.il)
-        self.rates += torch.tensor(self._overflow_rates(x, il), dtype=torch.float64, device=self.rates.device)
-        self.calls += 1
+        # (in-place updates: ``self.rates += ..`` would also re-register the buffer through Module.__setattr__,
+        # which cost more than the counting itself)
+        self.rates.add_(torch.tensor(self._overflow_rates(x, il), dtype=torch.float64, device=self.rates.device))
+        self.calls.add_(1)
         if int(self.calls) % self.update_every == 0:
             now, below = (self.rates / self.update_every).tolist()
             if now > self.max_overflow:
-                self.il += 1
+                self.il.add_(1)
             elif below <= self.max_overflow:
-                self.il -= 1
+                self.il.sub_(1)
             self.rates.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q = self._fused_step(x.detach(), None)
+        if q is not None:
+            return straight_through(x, q)
         self._observe(x.detach())
         if self.calibrating or not self.initialised:
             return x
@@ -197,6 +229,8 @@ class DynamicFixed(Quantizer):
 
     @torch.no_grad()
     def quantize_(self, x: torch.Tensor) -> None:
+        if self._fused_step(x, x) is not None:
+            return
         self._observe(x)
         if not (self.calibrating or not self.initialised):
             to_fixed(x, self.wl, self.fl(), self.rounding, "symmetric", out=x)

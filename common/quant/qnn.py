@@ -17,6 +17,7 @@ from typing import Literal
 
 import torch
 
+from common.quant import kernels
 from common.quant.base import Quantizer, register
 from common.quant.binary import straight_through
 from common.quant.pow2 import ap2
@@ -35,7 +36,7 @@ def _round_to_grid_(x: torch.Tensor, rounding: Rounding) -> torch.Tensor:
     """round_to_grid in place (the same values)."""
     if rounding == "nearest":
         return x.round_()
-    return x.add_(torch.rand_like(x)).floor_()
+    return x.add_(kernels.rand_like(x)).floor_()
 
 
 class _QnnQuantizer(Quantizer):

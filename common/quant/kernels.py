@@ -1,0 +1,128 @@
+"""Fused CPU kernels (``kernels.cpp``) for the quantizers whose torch expressions make several passes over large
+weight tensors: fixed-point rounding (nearest and stochastic), dynamic fixed point's overflow counts (with its
+rounding in the same pass between range updates), TWN's threshold-and-scale, the scaled sign, and the uniform draws
+of ``torch.rand_like``.
+
+Each kernel performs, value by value, the same IEEE operations in the same order as the torch expression next to
+its call site, which stays the definition and the fallback; the results are bit-identical, and the stochastic
+kernel draws the same uniforms from torch's default generator as ``torch.rand_like``, leaving it in the same
+state (``tests/test_kernels.py``). So a seed gives the same run with or without the kernels.
+
+They are compiled on first use with torch's extension builder (a C++ compiler and ninja; about 20 s once per
+machine, cached under ``~/.cache/torch_extensions``). ``LOWBIT_KERNELS=0`` turns them off; where the build fails,
+a warning says so once and the torch path runs (slower, same numbers). Used for contiguous float32 CPU tensors
+only (the torch path serves GPUs, other dtypes and views). Compiler flags: ``-ffp-contract=off`` (no multiply-add
+contraction, which would round differently) and ``-fno-trapping-math`` (lets comparisons vectorise; no value
+changes). At load, a draw is checked against ``torch.rand_like``: a torch whose generator draws differently turns
+the kernels off with a warning rather than change what a seed gives.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import logging
+import os
+import platform
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+
+SOURCE = Path(__file__).with_name("kernels.cpp")
+FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-trapping-math", "-fno-math-errno", "-fopenmp"]
+
+_ext = None
+_loaded = False
+
+
+def _cpu() -> str:
+    """The processor's model and instruction sets (-march=native builds for them)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor()
+    return "|".join(dict.fromkeys(ln for ln in lines if ln.startswith(("model name", "flags"))))
+
+
+def _name() -> str:
+    """A module name that changes with the source, the flags, torch, Python and the machine."""
+    key = "|".join([SOURCE.read_text(), *FLAGS, torch.__version__, sys.version, platform.machine(), platform.node(),
+                    _cpu()])
+    return "lowbit_kernels_" + hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def _build():
+    name = _name()
+    root = Path(os.environ.get("TORCH_EXTENSIONS_DIR", Path.home() / ".cache/torch_extensions"))
+    build = root / name
+    so = build / f"{name}.so"
+    if so.is_file() and not (build / "lock").exists():  # built, not being written: import it directly (the
+        # builder's own up-to-date check costs about a second per process)
+        spec = importlib.util.spec_from_file_location(name, so)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "No CUDA runtime" on CPU machines
+    from torch.utils.cpp_extension import load
+
+    build.mkdir(parents=True, exist_ok=True)
+    return load(name=name, sources=[str(SOURCE)], extra_cflags=FLAGS, extra_ldflags=["-fopenmp"],
+                build_directory=str(build), verbose=False)
+
+
+def ext():
+    """The compiled module, or None (turned off, or the build failed)."""
+    global _ext, _loaded
+    if not _loaded:
+        _loaded = True
+        if os.environ.get("LOWBIT_KERNELS", "1") != "0":
+            try:
+                module = _build()
+                if not _draws_like_torch(module):
+                    raise RuntimeError("this torch draws uniforms differently from the kernels")
+                _ext = module
+            except Exception as e:  # no compiler, no ninja, no headers: the torch path gives the same numbers
+                warnings.warn(f"lowbit-repro: fused CPU kernels unavailable ({type(e).__name__}: "
+                              f"{str(e).strip().splitlines()[-1] if str(e).strip() else ''}); using the torch path "
+                              "(same results, slower). Set LOWBIT_KERNELS=0 to silence.", stacklevel=2)
+    return _ext
+
+
+def _draws_like_torch(module) -> bool:
+    """The kernels' uniforms equal torch.rand_like's, with the generator left in the same state (which is restored)."""
+    state = torch.get_rng_state()
+    try:
+        x = torch.empty(1500)  # more than one twist of the Mersenne twister
+        a = module.rand_like(x)
+        sa = torch.get_rng_state()
+        torch.set_rng_state(state)
+        b = torch.rand_like(x)
+        return torch.equal(a, b) and torch.equal(sa, torch.get_rng_state())
+    finally:
+        torch.set_rng_state(state)
+
+
+def fits(*tensors: torch.Tensor) -> bool:
+    """True where the kernels apply: contiguous float32 CPU tensors, and the kernels built."""
+    return all(t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous() for t in tensors) \
+        and ext() is not None
+
+
+def rand_like(x: torch.Tensor) -> torch.Tensor:
+    """torch.rand_like(x): the same values and generator state, several times faster on the CPU."""
+    return ext().rand_like(x) if fits(x) else torch.rand_like(x)
+
+
+@contextlib.contextmanager
+def disabled():
+    """Run the torch path inside the block (tests compare the two paths; benchmarks time both)."""
+    global _ext, _loaded
+    ext()
+    saved = _ext
+    _ext = None
+    try:
+        yield
+    finally:
+        _ext = saved
