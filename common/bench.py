@@ -185,6 +185,7 @@ def brevitas_module(method: Method, net: Network):
 
     from common.models import build_model
     from common.quant import Quantizer, convertible_layers, select
+    from common.quant.convert import take_parameters
 
     cfg = method_config(method, net)
     missing: set[str] = set()
@@ -256,12 +257,7 @@ def brevitas_module(method: Method, net: Network):
                 new = QuantConv2d(old.in_channels, old.out_channels, old.kernel_size, stride=old.stride,
                                   padding=old.padding, dilation=old.dilation, groups=old.groups,
                                   bias=old.bias is not None, **kw)
-        with torch.no_grad():
-            new.weight.copy_(old.weight)
-            if old.bias is not None:
-                new.bias.copy_(old.bias)
-            if rule.get("init_range") is not None:
-                new.weight.uniform_(-rule["init_range"], rule["init_range"])
+        take_parameters(new, old, rule)
         setattr(parent, attr, new)
     for name, m in list(model.named_modules()):  # activation quantizers placed in the model (BNN's sign)
         if isinstance(m, Quantizer) and name:
@@ -378,20 +374,18 @@ def bench_steps(args, log) -> dict:
 
 # ---------------------------------------------------------------- Lightning vs a plain loop
 
-class _SecondEpochStart:
-    """A Trainer callback noting when the second training epoch starts (made a Lightning Callback lazily)."""
+def _second_epoch_start():
+    """A Trainer callback noting (as ``.t0``) when the second training epoch starts."""
+    from lightning.pytorch.callbacks import Callback
 
-    def __new__(cls):
-        from lightning.pytorch.callbacks import Callback
+    class SecondEpochStart(Callback):
+        t0 = None
 
-        class Mark(Callback):
-            t0 = None
+        def on_train_epoch_start(self, trainer, pl_module):
+            if trainer.current_epoch == 1:
+                self.t0 = time.perf_counter()
 
-            def on_train_epoch_start(self, trainer, pl_module):
-                if trainer.current_epoch == 1:
-                    self.t0 = time.perf_counter()
-
-        return Mark()
+    return SecondEpochStart()
 
 def bench_lightning(args, log, trainer_extra: dict | None = None) -> dict:
     import lightning as L
@@ -428,7 +422,7 @@ def bench_lightning(args, log, trainer_extra: dict | None = None) -> dict:
             no wandb): its training batches, validation, checkpoints and logs (the run's setup is not timed)."""
             L.seed_everything(cfg.seed, workers=True, verbose=False)
             module = Classifier(cfg.to_dict(), data.shape, data.num_classes)
-            mark = _SecondEpochStart()
+            mark = _second_epoch_start()
             with tempfile.TemporaryDirectory() as d:
                 with _quiet():
                     trainer = cli.build_trainer(cfg, Path(d), [CSVLogger(d, name="csv", version="")], progress=False,

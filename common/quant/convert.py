@@ -78,13 +78,18 @@ def _swap(layer: nn.Module, rule: dict) -> nn.Module:
         new = QConv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding,
                       layer.dilation, layer.groups, layer.bias is not None, layer.padding_mode,
                       device=dev, dtype=dt, **q)
-    with torch.no_grad():
-        new.weight.copy_(layer.weight)
-        if layer.bias is not None:
-            new.bias.copy_(layer.bias)
-        if rule.get("init_range") is not None:
-            new.weight.uniform_(-rule["init_range"], rule["init_range"])
+    take_parameters(new, layer, rule)
     return new
+
+
+@torch.no_grad()
+def take_parameters(new: nn.Module, old: nn.Module, rule: dict) -> None:
+    """A replacement layer starts from the old one's weight and bias (or U(-r, r) weights with ``init_range: r``)."""
+    new.weight.copy_(old.weight)
+    if old.bias is not None:
+        new.bias.copy_(old.bias)
+    if rule.get("init_range") is not None:
+        new.weight.uniform_(-rule["init_range"], rule["init_range"])
 
 
 def convert(model: nn.Module, rules: list[dict]) -> nn.Module:
