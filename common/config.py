@@ -30,7 +30,7 @@ def rng(**kw) -> dict:
 
 @dataclass
 class DataConfig:
-    name: Literal["mnist", "fashion_mnist", "cifar10", "svhn", "imagenet", "synthetic"] = "mnist"
+    name: Literal["mnist", "fashion_mnist", "cifar10", "cifar10_jpeg", "svhn", "imagenet", "synthetic"] = "mnist"
     batch_size: int = field(default=100, metadata=rng(lo=1))
     eval_batch_size: int = field(default=1000, metadata=rng(lo=1))
     val_size: int = field(default=10000, metadata=rng(lo=0))

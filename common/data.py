@@ -1,6 +1,6 @@
 """Datasets as LightningDataModules.
 
-Small datasets (MNIST, Fashion-MNIST, CIFAR-10, SVHN, synthetic) are loaded once into tensors in memory and
+Small datasets (MNIST, Fashion-MNIST, CIFAR-10, CIFAR-10 as JPEG folders, SVHN, synthetic) are loaded once into tensors in memory and
 batched by index (``__getitems__``): no per-sample Python in the training loop. ImageNet is read from an
 ImageFolder tree with worker processes.
 
@@ -49,6 +49,8 @@ DATASETS: dict[str, DatasetInfo] = {
     "mnist": DatasetInfo((1, 28, 28), 10, "MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte (the original IDX files)"),
     "fashion_mnist": DatasetInfo((1, 28, 28), 10, "FashionMNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte"),
     "cifar10": DatasetInfo((3, 32, 32), 10, "cifar-10-batches-py/ (the python version of CIFAR-10)"),
+    "cifar10_jpeg": DatasetInfo((3, 32, 32), 10, "cifar10-jpeg/{train,test}/<class>/*.jpg (CIFAR-10 as JPEG image "
+                                "folders: 10 class folders, 5,000 train and 1,000 test images each)"),
     "svhn": DatasetInfo((3, 32, 32), 10, "svhn/{train,test}_32x32.mat (SVHN format 2)"),
     "imagenet": DatasetInfo((3, 224, 224), 1000, "imagenet/{train,val}/<class>/*.JPEG (ImageFolder layout)"),
     "synthetic": DatasetInfo((1, 28, 28), 10, ""),
@@ -208,12 +210,112 @@ def verify_files(name: str, root: Path) -> None:
                     raise _corrupt(name, folder / file, f"md5 {_md5(folder / file)}, expected {md5}")
         elif (archive := root / "cifar-10-python.tar.gz").is_file() and _md5(archive) != tvd.CIFAR10.tgz_md5:
             raise _corrupt(name, archive, f"md5 {_md5(archive)}, expected {tvd.CIFAR10.tgz_md5}")
+    elif name == "cifar10_jpeg":
+        jpeg_files(root)
     elif name == "svhn":
         for split in ("train", "test"):
             _, file, md5 = tvd.SVHN.split_list[split]
             path = root / "svhn" / file
             if path.is_file() and _md5(path) != md5:
                 raise _corrupt(name, path, f"md5 {_md5(path)}, expected {md5}")
+
+
+# ---------------------------------------------------------------- CIFAR-10 as JPEG image folders
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+JPEG_FOLDER = "cifar10-jpeg"
+JPEG_COUNTS = {"train": 5000, "test": 1000}  # images per class folder
+
+
+def jpeg_files(root: Path, counts: dict[str, int] = JPEG_COUNTS) -> dict[str, list[tuple[Path, int]]]:
+    """The (file, label) pairs of ``root/cifar10-jpeg/{train,test}/<class>/*.jpg``, checked: both splits, exactly
+    the 10 CIFAR-10 class folders (sorted, their index is the label, as in the original), ``counts[split]`` images in
+    each. Anything else is a ``UserError`` naming what is missing or extra. The order interleaves the classes (the
+    first image of each class, then the second...), so that the validation split, the last images of the training
+    set, holds every class equally (the folders are sorted by class; the original's batches are shuffled)."""
+    base = root / JPEG_FOLDER
+    out: dict[str, list[tuple[Path, int]]] = {}
+    for split, per_class in counts.items():
+        folder = base / split
+        if not folder.is_dir():
+            raise UserError(f"dataset 'cifar10_jpeg': {folder}: missing (put {DATASETS['cifar10_jpeg'].where} under "
+                            f"{root.resolve()}, or set --data-dir / {DATA_ENV})")
+        found = sorted(p.name for p in folder.iterdir() if p.is_dir())
+        if tuple(found) != CIFAR10_CLASSES:
+            missing = [c for c in CIFAR10_CLASSES if c not in found]
+            extra = [c for c in found if c not in CIFAR10_CLASSES]
+            raise UserError(f"dataset 'cifar10_jpeg': {folder}: expected the 10 class folders {', '.join(CIFAR10_CLASSES)}"
+                            + (f"; missing {', '.join(missing)}" if missing else "")
+                            + (f"; unexpected {', '.join(extra)}" if extra else ""))
+        by_class = []
+        for cls in CIFAR10_CLASSES:
+            images = sorted(p for p in (folder / cls).iterdir() if p.suffix.lower() in (".jpg", ".jpeg"))
+            if len(images) != per_class:
+                raise UserError(f"dataset 'cifar10_jpeg': {folder / cls}: {len(images)} .jpg files, expected "
+                                f"{per_class} (an incomplete or altered copy)")
+            by_class.append(images)
+        out[split] = [(images[i], label) for i in range(per_class) for label, images in enumerate(by_class)]
+    return out
+
+
+def _cache_dirs(base: Path) -> list[Path]:
+    """Where a decoded copy may be kept: beside the images when that folder is writable, else the user's cache."""
+    user = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lowbit-repro"
+    # a folder without write bits is read-only by intent, even to root (whom os.access lets write anywhere)
+    writable = os.access(base, os.W_OK) and base.stat().st_mode & 0o222
+    return [base, user] if writable else [user]
+
+
+def _decode(files: list[tuple[Path, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    images = torch.empty(len(files), *DATASETS["cifar10_jpeg"].shape, dtype=torch.uint8)
+    for i, (path, _) in enumerate(files):
+        try:
+            img = decode_jpeg(torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8), mode=ImageReadMode.RGB)
+        except (OSError, RuntimeError, ValueError) as e:
+            raise _corrupt("cifar10_jpeg", path, f"not a readable JPEG ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        if tuple(img.shape) != images.shape[1:]:
+            raise _corrupt("cifar10_jpeg", path, f"image of shape {tuple(img.shape)}, expected {tuple(images.shape[1:])}")
+        images[i] = img
+    return images, torch.tensor([label for _, label in files])
+
+
+def load_jpeg_folder(root: Path, train: bool, counts: dict[str, int] = JPEG_COUNTS) -> tuple[torch.Tensor, torch.Tensor]:
+    """One split of CIFAR-10 as JPEG folders, decoded once (torchvision's libjpeg-turbo, RGB) into uint8 tensors.
+    The decoded split is cached as plain tensors, keyed by the files' names, sizes and times and the decoder's
+    version: beside the images when their folder is writable, else in ``$XDG_CACHE_HOME/lowbit-repro`` (a
+    read-only copy is never written to); a cache that cannot be written just means decoding again next time."""
+    import torchvision
+
+    from common.results import atomic_write
+
+    split = "train" if train else "test"
+    files = jpeg_files(root, counts)[split]
+    key = hashlib.sha256(torchvision.__version__.encode())
+    for path, label in files:
+        st = path.stat()
+        key.update(f"{path.relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}\0{label}\n".encode())
+    name = f".decoded-{split}-{key.hexdigest()[:16]}.pt"
+    dirs = _cache_dirs(root / JPEG_FOLDER)
+    for folder in dirs:
+        cached = folder / name
+        if cached.is_file():
+            try:
+                x, y = (lambda d: (d["x"], d["y"]))(torch.load(cached, map_location="cpu", weights_only=True))
+                if x.dtype == torch.uint8 and tuple(x.shape) == (len(files), *DATASETS["cifar10_jpeg"].shape) \
+                        and y.tolist() == [label for _, label in files]:
+                    return x, y
+            except (OSError, RuntimeError, EOFError, KeyError, TypeError, ValueError):
+                pass  # unreadable or stale: decode again
+    x, y = _decode(files)
+    for folder in dirs:
+        try:
+            atomic_write(folder / name, lambda f: torch.save({"x": x, "y": y}, f))
+            break
+        except OSError:
+            continue
+    return x, y
 
 
 # ---------------------------------------------------------------- raw loading
@@ -231,6 +333,8 @@ def _torchvision(name: str, root: Path, train: bool):
         if name == "cifar10":
             ds = tvd.CIFAR10(root, train=train, download=True)
             return torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(ds.targets)
+        if name == "cifar10_jpeg":
+            return load_jpeg_folder(root, train)
         if name == "svhn":
             ds = tvd.SVHN(root / "svhn", split="train" if train else "test", download=True)
             return torch.from_numpy(ds.data), torch.from_numpy(ds.labels).long()
@@ -352,6 +456,10 @@ class ClassificationData(L.LightningDataModule):
             return
         (xtr, ytr), (xte, yte) = self._raw(True), self._raw(False)
         self._cache.clear()
+        for split, y in (("training", ytr), ("test", yte)):
+            if len(y) and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
+                raise UserError(f"dataset {c.name!r}: {split} labels from {int(y.min())} to {int(y.max())}, expected 0 "
+                                f"to {self.num_classes - 1} (a corrupt label file: replace it)")
         if c.val_size >= len(ytr):
             raise UserError(f"data.val_size: expected fewer than the {len(ytr)} training samples, got {c.val_size}")
         n = len(ytr) - c.val_size

@@ -16,7 +16,9 @@ from typing import Optional
 from leaderboard.claims import Claim
 
 SCHEMA = 1
-SHARED = "mnist_lenet5"  # config names of the shared setting (common/configs/mnist_lenet5.yaml) start with this
+# The shared settings (common/configs/<name>.yaml): every method on the same network, data and budget; the config
+# names of a setting's runs start with its name
+SHARED = ("mnist_lenet5", "cifar10_vggsmall")
 REQUIRED = {"schema": int, "status": str, "paper": str, "config_name": str, "seed": int, "scale": str, "dataset": str,
             "model": str, "bits": dict, "metrics": (dict, type(None)), "config": dict}
 STATUSES = ("ok", "diverged")
@@ -64,6 +66,11 @@ class Group:
     @property
     def shared(self) -> bool:
         return self.config.startswith(SHARED)
+
+    @property
+    def setting(self) -> Optional[str]:
+        """The shared setting this group belongs to, or None."""
+        return next((s for s in SHARED if self.config.startswith(s)), None)
 
     @property
     def scale(self) -> str:

@@ -120,7 +120,7 @@ def paper_view(claims: dict[str, Claim], groups: dict) -> list[str]:
 
 def shared_view(groups: dict) -> list[str]:
     rows = sorted((g for g in groups.values() if g.shared and g.runs), key=lambda g: (g.mean(), g.label))
-    base = groups.get(("float", SHARED))
+    base = groups.get(("float", SHARED[0]))
     out = ["## Every method on the same network, data and budget", "",
            "MNIST, LeNet-5 20-50-500 with batch norm, Adam 1e-3 → 1e-5 over 6 epochs, batch 100, cross entropy "
            "(`common/configs/mnist_lenet5.yaml`); each method adds only its own quantizers (and, for binary weights, its "

@@ -20,7 +20,7 @@ from common.quant.fixed import to_fixed
 from common.validate import Range
 
 DEFAULT_CONFIG = "mnist_cpu_sqnr_4"
-FINETUNE = ["mnist_cpu_w4a4"]  # configs the sweep also fine-tunes after quantizing (``finetune``)
+FINETUNE = ["mnist_cpu_w4a4", "cifar10_vggsmall_w4a4"]  # configs the sweep also fine-tunes after quantizing (``finetune``)
 
 
 @lru_cache(maxsize=None)

@@ -13,7 +13,7 @@ from common.ptq import Calibration, layer_rule, register_ptq
 from common.validate import Range
 
 DEFAULT_CONFIG = "mnist_cpu_w256_b2"
-FINETUNE = ["mnist_cpu_w64_b2", "mnist_cpu_w256_b2", "mnist_cpu_w1024_b2"]  # configs the sweep also fine-tunes after quantizing (``finetune``)
+FINETUNE = ["mnist_cpu_w64_b2", "mnist_cpu_w256_b2", "mnist_cpu_w1024_b2", "cifar10_vggsmall_b2"]  # configs the sweep also fine-tunes after quantizing (``finetune``)
 
 
 def l2_step(w: torch.Tensor, bits: int, candidates: int = 400) -> float:
