@@ -26,18 +26,29 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from common.errors import UserError
-from common.results import atomic_write, result_path
+from common.results import atomic_write, first_difference, result_path
 
 READ_ERRORS = (RuntimeError, EOFError, OSError, KeyError, TypeError, ValueError, pickle.UnpicklingError)
 
 
+def load_data(path) -> dict:
+    """``torch.load`` as every checkpoint of this suite is read: data only (``weights_only=True``: tensors, numbers,
+    strings and the containers of them). A file that holds anything else, code included, is refused by torch's
+    restricted unpickler before any of it runs (``pickle.UnpicklingError``)."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def read_checkpoint(path: Path, what: str) -> dict:
-    """The checkpoint's contents; a missing or unreadable file is a ``UserError`` naming ``what`` (the option)."""
+    """The checkpoint's contents (data only: ``load_data``); a missing or unreadable file, or one that holds more
+    than data, is a ``UserError`` naming ``what`` (the option)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{what} {path}: no such file")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = load_data(path)
+    except pickle.UnpicklingError:
+        raise UserError(f"{what} {path}: not a checkpoint of this suite: it is not made of tensors and plain values "
+                        "only (refused unread; nothing in it was run)") from None
     except READ_ERRORS as e:
         raise UserError(f"{what} {path}: not a readable checkpoint of this suite ({type(e).__name__})") from None
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
@@ -47,7 +58,11 @@ def read_checkpoint(path: Path, what: str) -> dict:
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint writer, through ``common.results.atomic_write``: a run killed while saving leaves the
-    previous checkpoint intact (Lightning's own goes through a temporary file elsewhere and a copy)."""
+    previous checkpoint intact (Lightning's own goes through a temporary file elsewhere and a copy). Its reader
+    (``--resume``) reads data only, whatever the caller asks (``load_data``)."""
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
+        return load_data(path)
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
         if storage_options is not None:
@@ -82,16 +97,6 @@ def run_dir(runs_dir: Path, paper: str, name: str, seed: int) -> Path:
     return Path(runs_dir) / paper / name / f"seed{seed}"
 
 
-def _first_difference(a, b, path: str = "") -> str | None:
-    if isinstance(a, dict) and isinstance(b, dict):
-        for k in sorted(set(a) | set(b), key=str):
-            d = _first_difference(a.get(k), b.get(k), f"{path}.{k}" if path else str(k))
-            if d:
-                return d
-        return None
-    return None if a == b else f"{path or 'config'}: {a!r} there, {b!r} now"
-
-
 def resume_checkpoint(runs_dir: Path, paper: str, name: str, seed: int, config: dict | None) -> tuple[Path, int]:
     """The ``last.ckpt`` of this run and its global step, checked: it exists, is readable (a truncated file is a
     ``UserError``), and was written with this same resolved config (unless ``config`` is None). Temporary files left
@@ -103,7 +108,7 @@ def resume_checkpoint(runs_dir: Path, paper: str, name: str, seed: int, config: 
     saved = (ckpt.get("hyper_parameters") or {}).get("config")
     if not isinstance(saved, dict):
         raise UserError(f"--resume {path}: not a checkpoint of this suite's train command (no config)")
-    diff = config is not None and _first_difference(saved, config)
+    diff = config is not None and first_difference(saved, config)
     if diff:
         raise UserError(f"--resume {path}: written with another config ({diff}); resume with the same --config, "
                         f"--set and --seed")
@@ -112,8 +117,9 @@ def resume_checkpoint(runs_dir: Path, paper: str, name: str, seed: int, config: 
     return path, int(ckpt.get("global_step", 0))
 
 
-def resolve_init(init_from: str, paper: str, seed: int, results_dir: Path) -> Path:
-    """The checkpoint ``init_from`` refers to (see the module docstring)."""
+def resolve_init(init_from: str, paper: str, seed: int, results_dir: Path, runs_dir: Path = Path("runs")) -> Path:
+    """The checkpoint ``init_from`` refers to (see the module docstring). A result file's ``checkpoint`` must lie
+    under the runs folder or the results folder (a result file from elsewhere cannot point a run at any file)."""
     p = Path(init_from)
     if p.suffix == ".ckpt":
         source = None
@@ -132,9 +138,14 @@ def resolve_init(init_from: str, paper: str, seed: int, results_dir: Path) -> Pa
                             f"it first with python -m papers.{owner or paper} train --config {config} --seed {seed})")
     if source is not None:
         try:
-            p = Path(json.loads(source.read_text())["checkpoint"])
-        except (OSError, ValueError, KeyError, TypeError):
+            p = Path(json.loads(source.read_text(encoding="utf-8"))["checkpoint"])
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
             raise UserError(f"init_from: {source}: not a result file of this suite (no 'checkpoint')") from None
+        trees = [Path(runs_dir).resolve(), Path(results_dir).resolve()]
+        if not any(p.resolve().is_relative_to(t) for t in trees) or p.suffix != ".ckpt":
+            raise UserError(f"init_from: {source}: its checkpoint {p} is not a .ckpt under the runs folder "
+                            f"({trees[0]}) or the results folder ({trees[1]}); refused (give --runs-dir, or the "
+                            ".ckpt itself)")
     if not p.is_file():
         raise UserError(f"init_from: checkpoint {p} not found" + (f" (named by {source})" if source else ""))
     return p

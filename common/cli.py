@@ -9,7 +9,11 @@
 
 A user error (bad config, missing or corrupt data or checkpoint) prints one line and exits with status 2, before
 anything is written. A run whose training loss becomes NaN or infinite stops, writes its result file with status
-"diverged" (no metrics), prints one line and exits with status 3.
+"diverged" (no metrics; never over a finished result), prints one line and exits with status 3. A run stopped by
+SIGTERM or Ctrl-C (SIGINT) writes no result, keeps its last checkpoint and exits with status 143 or 130. A finished
+result of another config is never replaced without ``--overwrite``; a rerun of the same config and seed replaces its
+result and says whether it reproduced it bit for bit. One run of a config and seed at a time (a lock in its run
+folder).
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ import argparse
 import importlib
 import json
 import os
+import signal
 import sys
 import time
 import warnings
@@ -27,10 +32,12 @@ from lightning.pytorch.callbacks import Callback
 
 from common.config import Config, list_configs, load_config
 from common.errors import Diverged, UserError
-from common.results import SCHEMA, environment, git_commit, result_path, write_json_atomic
+from common.results import SCHEMA, Replacing, environment, git_commit, result_path, run_lock, write_json_atomic
 
 EXIT_USER_ERROR = 2
 EXIT_DIVERGED = 3
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
 CHECKPOINT_EVERY = 1000
 
 
@@ -58,6 +65,7 @@ def _parser(paper: str, configs_dir: Path, default_config: str) -> argparse.Argu
                    help="show the progress bar (default: when the output is a terminal)")
     t.add_argument("--results-dir", default="results", help="where result files go (default: results)")
     t.add_argument("--runs-dir", default="runs", help="where checkpoints and logs go (default: runs)")
+    _overwrite_argument(t)
     _resume_arguments(t)
     for cmd, what in (("quantize", "post-training quantization of a trained float network by the config's 'ptq' "
                                    "method: choose per-layer formats, test without fine-tuning, write the result"),
@@ -76,6 +84,7 @@ def _parser(paper: str, configs_dir: Path, default_config: str) -> argparse.Argu
         q.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
         q.add_argument("--results-dir", default="results")
         q.add_argument("--runs-dir", default="runs")
+        _overwrite_argument(q)
         if cmd == "finetune":
             _resume_arguments(q)
     e = sub.add_parser("test", help="evaluate a checkpoint on the test set and print its metrics as JSON")
@@ -83,6 +92,12 @@ def _parser(paper: str, configs_dir: Path, default_config: str) -> argparse.Argu
     e.add_argument("--data-dir", default=None, help="dataset root (default: $LOWBIT_DATA, else ./data)")
     sub.add_parser("configs", help="list this paper's configs")
     return p
+
+
+def _overwrite_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a finished result of another configuration (a --set override of a committed "
+                        "config, say) at this config name and seed; without it such a run is refused")
 
 
 def _resume_arguments(p: argparse.ArgumentParser) -> None:
@@ -134,12 +149,22 @@ def main(paper: str, default_config: str, argv: list[str] | None = None) -> int:
         every = getattr(args, "checkpoint_every", CHECKPOINT_EVERY)
         if every < 0:
             raise UserError(f"--checkpoint-every: expected a number of steps >= 0, got {every}")
-        run = dict(resume=getattr(args, "resume", False), checkpoint_every=every)
-        if args.command in ("quantize", "finetune"):
-            path = post_train(paper, name, cfg, args.source, finetune=args.command == "finetune",
-                              data_dir=args.data_dir, wandb=args.wandb, progress=progress, **dirs, **run)
-        else:
-            path = train(paper, name, cfg, data_dir=args.data_dir, wandb=args.wandb, progress=progress, **dirs, **run)
+        run = dict(resume=getattr(args, "resume", False), checkpoint_every=every, overwrite=args.overwrite)
+        with _interrupts() as stopped:
+            try:
+                if args.command in ("quantize", "finetune"):
+                    path = post_train(paper, name, cfg, args.source, finetune=args.command == "finetune",
+                                      data_dir=args.data_dir, wandb=args.wandb, progress=progress, **dirs, **run)
+                else:
+                    path = train(paper, name, cfg, data_dir=args.data_dir, wandb=args.wandb, progress=progress,
+                                 **dirs, **run)
+            except (SystemExit, KeyboardInterrupt) as stop:  # Lightning's way out of a fit that got a signal
+                if not stopped:
+                    raise
+                print(f"error: stopped by {stopped[0]}: no result written; the run's last checkpoint "
+                      f"(runs/{paper}/{name}/seed{cfg.seed}/checkpoints/last.ckpt) is intact: go on with --resume",
+                      file=sys.stderr)
+                return EXIT_SIGTERM if stopped[0] == "SIGTERM" else EXIT_SIGINT
         if path:
             print(f"result: {path}")
         return 0
@@ -149,7 +174,41 @@ def main(paper: str, default_config: str, argv: list[str] | None = None) -> int:
     except Diverged as err:
         if err.result is not None:  # the process that wrote the result (rank 0) says so, once
             print(f"error: {err}; result {err.result} has status 'diverged'", file=sys.stderr)
+        elif err.kept is not None:
+            print(f"error: {err}; result not written: {err.kept} keeps its finished result", file=sys.stderr)
         return EXIT_DIVERGED
+
+
+class _interrupts:
+    """Within it, SIGTERM and SIGINT are noted (the list it yields gets the signal's name) and then handled as
+    before (Lightning stops the fit at the next step), so that the CLI can exit with 143 or 130, not 0 or 1."""
+
+    def __enter__(self) -> list:
+        import threading
+
+        self.stopped: list[str] = []
+        self.saved, self.mine = {}, {}
+        if threading.current_thread() is not threading.main_thread():
+            return self.stopped
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous = signal.getsignal(sig)
+            self.saved[sig] = previous
+
+            def note(signum, frame, previous=previous):
+                self.stopped.append(signal.Signals(signum).name)
+                if callable(previous):
+                    previous(signum, frame)
+                elif signum == signal.SIGINT:
+                    raise KeyboardInterrupt
+                elif signal.getsignal(signum) is self.mine[signum]:  # SIGTERM outside a fit: stop here (inside
+                    raise SystemExit(EXIT_SIGTERM)  # one, Lightning's handler calls this one, then stops the fit)
+            self.mine[sig] = note
+            signal.signal(sig, note)
+        return self.stopped
+
+    def __exit__(self, *exc) -> None:
+        for sig, previous in self.saved.items():
+            signal.signal(sig, previous)
 
 
 def check_processes(cfg: Config) -> None:
@@ -210,7 +269,7 @@ def build_trainer(cfg: Config, run_dir: Path, loggers, *, progress: bool, checkp
     ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val_err" if validate else None,
                            mode="min", enable_version_counter=False)
     last = LastCheckpoint(run_dir / "checkpoints", checkpoint_every)
-    curve = EpochCurve()
+    curve = EpochCurve(say=not progress)
     trainer = L.Trainer(**{**_trainer_kwargs(cfg), **overrides}, logger=loggers,
                         callbacks=[ckpt, curve, last],  # (ckpt first: trainer.checkpoint_callback)
                         default_root_dir=run_dir, enable_progress_bar=progress, plugins=[AtomicCheckpointIO()])
@@ -219,13 +278,13 @@ def build_trainer(cfg: Config, run_dir: Path, loggers, *, progress: bool, checkp
 
 def train(paper: str, name: str, cfg: Config, *, data_dir: str | None = None, wandb: str = "offline", progress: bool = True,
           results_dir: Path = Path("results"), runs_dir: Path = Path("runs"), extra: dict | None = None,
-          resume: bool = False, checkpoint_every: int = CHECKPOINT_EVERY) -> Path | None:
+          resume: bool = False, checkpoint_every: int = CHECKPOINT_EVERY, overwrite: bool = False) -> Path | None:
     """Fit, test (on the best-validation checkpoint, as the papers report) and write the result file. ``resume``:
     go on from the run's ``last.ckpt`` (the same result as an uninterrupted run); ``checkpoint_every``: also write
-    ``last.ckpt`` every that many training steps inside an epoch (0: at epoch ends only)."""
+    ``last.ckpt`` every that many training steps inside an epoch (0: at epoch ends only); ``overwrite``: replace a
+    finished result of another config (``common.results.Replacing``)."""
     import lightning as L
     import torch
-    from lightning.pytorch.loggers import CSVLogger
 
     from common.checkpoint import load_weights, resolve_init, resume_checkpoint
     from common.checkpoint import run_dir as run_folder
@@ -236,6 +295,8 @@ def train(paper: str, name: str, cfg: Config, *, data_dir: str | None = None, wa
         torch.set_num_threads(cfg.trainer.num_threads)
     data = ClassificationData(cfg.data, data_root(data_dir))
     data.check_available()  # fails before anything is written
+    path = result_path(results_dir, paper, name, cfg.seed)
+    replacing = Replacing(path, cfg, overwrite)  # ... and so does a finished result of another config
     resume_ckpt, resume_step = None, 0
     if resume:
         resume_ckpt, resume_step = resume_checkpoint(runs_dir, paper, name, cfg.seed, cfg.to_dict())
@@ -243,7 +304,7 @@ def train(paper: str, name: str, cfg: Config, *, data_dir: str | None = None, wa
     module = Classifier(cfg.to_dict(), data.shape, data.num_classes)  # a bad conversion rule fails here
     init_ckpt = None
     if cfg.init_from:
-        init_ckpt = resolve_init(cfg.init_from, paper, cfg.seed, results_dir)
+        init_ckpt = resolve_init(cfg.init_from, paper, cfg.seed, results_dir, runs_dir)
         if resume_ckpt is None:
             load_weights(module.model, init_ckpt)  # fails before anything is written
 
@@ -251,6 +312,17 @@ def train(paper: str, name: str, cfg: Config, *, data_dir: str | None = None, wa
         calibrate(module, data, cfg, progress)
 
     run_dir = run_folder(runs_dir, paper, name, cfg.seed)
+    with run_lock(run_dir, f"{paper}/{name} seed {cfg.seed}"):
+        return _fit(paper, name, cfg, module, data, run_dir, init_ckpt, resume_ckpt, resume_step, replacing,
+                    wandb=wandb, progress=progress, results_dir=results_dir, extra=extra,
+                    checkpoint_every=checkpoint_every)
+
+
+def _fit(paper, name, cfg, module, data, run_dir, init_ckpt, resume_ckpt, resume_step, replacing, *, wandb, progress,
+         results_dir, extra, checkpoint_every) -> Path | None:
+    """``train``'s part that writes: fit, test, the result file (with the run's folder locked)."""
+    from lightning.pytorch.loggers import CSVLogger
+
     validate = cfg.data.val_size > 0 and cfg.trainer.limit_val_batches != 0
     # a resumed run logs beside the interrupted one's CSV (which Lightning would otherwise delete)
     loggers = [CSVLogger(run_dir, name="csv", version=f"resumed_at_step{resume_step}" if resume_ckpt else "")]
@@ -268,20 +340,22 @@ def train(paper: str, name: str, cfg: Config, *, data_dir: str | None = None, wa
 
     start = time.time()
     try:
-        trainer.fit(module, datamodule=data, ckpt_path=resume_ckpt)
+        trainer.fit(module, datamodule=data, ckpt_path=resume_ckpt, weights_only=True)
     except Diverged as err:
         _finish_wandb(loggers)
-        if trainer.is_global_zero:
+        if trainer.is_global_zero and not replacing.may_write_diverged():
+            err.kept = replacing.path  # a diverged run never replaces a finished one
+        elif trainer.is_global_zero:
             metrics_at = {"epoch": err.epoch, "step": err.step, "loss": str(err.loss)}
             result = _result(paper, name, cfg, module.model, None, results_dir, init_ckpt, time.time() - start,
                              status="diverged", diverged_at=metrics_at, **(extra or {}), epochs=err.epoch,
                              checkpoint=None, curve=curve.rows)
-            err.result = result_path(results_dir, paper, name, cfg.seed)
+            err.result = replacing.path
             write_json_atomic(err.result, result)
         raise
     use_best = validate and cfg.select == "best_val" and ckpt.best_model_path
     tested = trainer.test(module, datamodule=data, ckpt_path=ckpt.best_model_path if use_best else None,
-                          verbose=True)[0]
+                          verbose=True, weights_only=True)[0]
     wall = time.time() - start
     _finish_wandb(loggers)
     if not trainer.is_global_zero:
@@ -299,9 +373,11 @@ def train(paper: str, name: str, cfg: Config, *, data_dir: str | None = None, wa
                      epochs=trainer.current_epoch,  # the checkpoint whose weights were tested
                      checkpoint=str(Path(ckpt.best_model_path if use_best else last.last_model_path)),
                      curve=curve.rows)
-    path = result_path(results_dir, paper, name, cfg.seed)
-    write_json_atomic(path, result)
-    return path
+    write_json_atomic(replacing.path, result)
+    said = replacing.compare(result)
+    if said:
+        print(said)
+    return replacing.path
 
 
 def _finish_wandb(loggers: list) -> None:
@@ -350,7 +426,8 @@ def _result(paper: str, name: str, cfg: Config, model, metrics: dict | None, res
 
 def post_train(paper: str, name: str, cfg: Config, source: str | None, *, finetune: bool = False, data_dir: str | None = None,
                wandb: str = "offline", progress: bool = True, results_dir: Path = Path("results"),
-               runs_dir: Path = Path("runs"), resume: bool = False, checkpoint_every: int = CHECKPOINT_EVERY) -> Path:
+               runs_dir: Path = Path("runs"), resume: bool = False, checkpoint_every: int = CHECKPOINT_EVERY,
+               overwrite: bool = False) -> Path:
     """Post-training quantization of the float network in ``source`` by the config's ``ptq`` method: choose the
     per-layer formats, test without fine-tuning and write the result file; with ``finetune``, then train the
     quantized network from the float weights (the config's optim and trainer) and write ``<config>_finetuned``."""
@@ -371,7 +448,10 @@ def post_train(paper: str, name: str, cfg: Config, source: str | None, *, finetu
         raise UserError(f"--from: which float network? (give --from, or init_from in config {name})")
     data = ClassificationData(cfg.data, data_root(data_dir))
     data.check_available()
-    src = resolve_init(source, paper, cfg.seed, results_dir)
+    replacing = Replacing(result_path(results_dir, paper, name, cfg.seed), cfg, overwrite)
+    if finetune:  # (the fine-tuned run's is checked again by train, with its chosen formats)
+        Replacing(result_path(results_dir, paper, f"{name}_finetuned", cfg.seed), cfg, overwrite)
+    src = resolve_init(source, paper, cfg.seed, results_dir, runs_dir)
     if finetune and resume:
         from common.checkpoint import resume_checkpoint
 
@@ -396,12 +476,19 @@ def post_train(paper: str, name: str, cfg: Config, source: str | None, *, finetu
                "best_val_err": round(cal.error(rules), 4), "tested_epoch": None}
     result = _result(paper, name, quant_cfg, quantized, metrics, results_dir, src, time.time() - start,
                      ptq=report, epochs=0, checkpoint=None, curve=[])
-    path = result_path(results_dir, paper, name, cfg.seed)
-    write_json_atomic(path, result)
+    from common.checkpoint import run_dir as run_folder
+
+    path = replacing.path
+    with run_lock(run_folder(runs_dir, paper, name, cfg.seed), f"{paper}/{name} seed {cfg.seed}"):
+        write_json_atomic(path, result)
+    said = replacing.compare(result)
+    if said:
+        print(said)
     if not finetune:
         return path
     return train(paper, f"{name}_finetuned", quant_cfg, data_dir=data_dir, wandb=wandb, progress=progress,
                  results_dir=results_dir, runs_dir=runs_dir, resume=resume, checkpoint_every=checkpoint_every,
+                 overwrite=overwrite,
                  extra={"ptq": report, "before_finetune": metrics, "quantized_result": str(path)})
 
 
@@ -447,12 +534,14 @@ def calibrate(module, data, cfg: Config, progress: bool) -> None:
 
 class EpochCurve(Callback):
     """Per-epoch training curve (train loss and error, validation error, learning rate) for the result file; saved in
-    checkpoints, so a resumed run's curve is the whole run's."""
+    checkpoints, so a resumed run's curve is the whole run's. With ``say`` (no progress bar: a log, CI), each epoch
+    is also printed as one line."""
 
-    def __init__(self):
+    def __init__(self, say: bool = False):
         self.rows: list[dict] = []
         self._lr = None
         self._fitting = False
+        self.say, self._started = say, 0.0
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         self._fitting = stage == "fit"
@@ -466,6 +555,7 @@ class EpochCurve(Callback):
 
     def on_train_epoch_start(self, trainer, pl_module):
         self._lr = trainer.optimizers[0].param_groups[0]["lr"]
+        self._started = time.time()
 
     def on_train_epoch_end(self, trainer, pl_module):
         row = {"epoch": trainer.current_epoch, "lr": self._lr}
@@ -474,6 +564,11 @@ class EpochCurve(Callback):
         if "val_err" in trainer.callback_metrics:
             row["val_err"] = pct(trainer.callback_metrics["val_err"])
         self.rows.append(row)
+        if self.say and trainer.is_global_zero:
+            parts = [f"epoch {row['epoch'] + 1}/{trainer.max_epochs}"]
+            parts += [f"{k.replace('_', ' ')} {v:.4g}{' %' if k.endswith('err') else ''}" for k, v in row.items()
+                      if k not in ("epoch", "lr")]
+            print("  ".join(parts + [f"lr {self._lr:.3g}", f"{time.time() - self._started:.0f} s"]), flush=True)
 
 
 def evaluate(ckpt_path: str, data_dir: str | None) -> dict:
@@ -486,9 +581,12 @@ def evaluate(ckpt_path: str, data_dir: str | None) -> dict:
     from common.module import Classifier
 
     path = Path(ckpt_path)
-    read_checkpoint(path, "--ckpt")
+    ckpt = read_checkpoint(path, "--ckpt")  # data only: refused before anything in it could run
+    config = (ckpt.get("hyper_parameters") or {}).get("config")
+    if not isinstance(config, dict):
+        raise UserError(f"--ckpt {ckpt_path}: not a checkpoint of this suite's train command (no config)")
     try:
-        module = Classifier.load_from_checkpoint(path, map_location="cpu", weights_only=False)
+        module = Classifier.load_from_checkpoint(path, map_location="cpu", weights_only=True)
     except READ_ERRORS as e:
         raise UserError(f"--ckpt {ckpt_path}: not a readable checkpoint of this suite ({type(e).__name__})") from None
     data = ClassificationData(module.cfg.data, data_root(data_dir))

@@ -227,7 +227,7 @@ JPEG_FOLDER = "cifar10-jpeg"
 JPEG_COUNTS = {"train": 5000, "test": 1000}  # images per class folder
 
 
-def jpeg_files(root: Path, counts: dict[str, int] = JPEG_COUNTS) -> dict[str, list[tuple[Path, int]]]:
+def jpeg_files(root: Path, counts: dict[str, int] | None = None) -> dict[str, list[tuple[Path, int]]]:
     """The (file, label) pairs of ``root/cifar10-jpeg/{train,test}/<class>/*.jpg``, checked: both splits, exactly
     the 10 CIFAR-10 class folders (sorted, their index is the label, as in the original), ``counts[split]`` images in
     each. Anything else is a ``UserError`` naming what is missing or extra. The order interleaves the classes (the
@@ -235,7 +235,7 @@ def jpeg_files(root: Path, counts: dict[str, int] = JPEG_COUNTS) -> dict[str, li
     set, holds every class equally (the folders are sorted by class; the original's batches are shuffled)."""
     base = root / JPEG_FOLDER
     out: dict[str, list[tuple[Path, int]]] = {}
-    for split, per_class in counts.items():
+    for split, per_class in (counts or JPEG_COUNTS).items():
         folder = base / split
         if not folder.is_dir():
             raise UserError(f"dataset 'cifar10_jpeg': {folder}: missing (put {DATASETS['cifar10_jpeg'].where} under "
@@ -281,7 +281,7 @@ def _decode(files: list[tuple[Path, int]]) -> tuple[torch.Tensor, torch.Tensor]:
     return images, torch.tensor([label for _, label in files])
 
 
-def load_jpeg_folder(root: Path, train: bool, counts: dict[str, int] = JPEG_COUNTS) -> tuple[torch.Tensor, torch.Tensor]:
+def load_jpeg_folder(root: Path, train: bool, counts: dict[str, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One split of CIFAR-10 as JPEG folders, decoded once (torchvision's libjpeg-turbo, RGB) into uint8 tensors.
     The decoded split is cached as plain tensors, keyed by the files' names, sizes and times and the decoder's
     version: beside the images when their folder is writable, else in ``$XDG_CACHE_HOME/lowbit-repro`` (a

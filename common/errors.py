@@ -18,3 +18,4 @@ class Diverged(Exception):
         super().__init__(f"training diverged: loss {loss} at epoch {epoch}, step {step}")
         self.epoch, self.step, self.loss = epoch, step, loss
         self.result = None  # the result file written for it (by the process that writes results)
+        self.kept = None  # ... or the finished result it did not replace

@@ -1,7 +1,9 @@
 """One JSON result file per run, written atomically (temp file in the same folder, fsync, rename: ``atomic_write``,
-which checkpoints use too)."""
+which checkpoints use too), never silently replaced (``Replacing``), by one run at a time (``run_lock``)."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import platform
@@ -54,6 +56,122 @@ def result_path(results_dir: Path, paper: str, config: str, seed: int) -> Path:
     return Path(results_dir) / (other or paper) / name / f"seed{seed}.json"
 
 
+def first_difference(a, b, path: str = "") -> str | None:
+    """The first key path where two nested dicts differ, as ``key: A there, B now`` (None when equal)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b), key=str):
+            d = first_difference(a.get(k), b.get(k), f"{path}.{k}" if path else str(k))
+            if d:
+                return d
+        return None
+    if a == b:
+        return None
+    there, now = repr(a), repr(b)
+    return f"{path or 'config'}: {there[:60] + '...' if len(there) > 60 else there} there, " \
+           f"{now[:60] + '...' if len(now) > 60 else now} now"
+
+
+def comparable(config: dict) -> dict:
+    """The part of a (validated) config that says what was asked for: without a post-training method's chosen
+    rules and resolved source checkpoint."""
+    out = dict(config)
+    if out.get("ptq"):
+        out.pop("init_from", None)
+        out["quant"] = {k: v for k, v in (out.get("quant") or {}).items() if k != "rules"}
+    return out
+
+
+def config_difference(stored: dict, cfg) -> str | None:
+    """Where a result's stored config differs from ``cfg`` (a ``Config``) in what was asked for, or None when it is
+    the same run (validated by today's schema, so a field added since with its default is no difference)."""
+    from common.config import validate
+    from common.errors import UserError
+
+    if stored == cfg.to_dict():
+        return None
+    try:
+        old = validate(stored).to_dict()
+    except UserError as err:
+        return f"its config is no longer valid ({err})"
+    return first_difference(comparable(old), comparable(cfg.to_dict()))
+
+
+def read_result(path: Path) -> dict | None:
+    """A result file's content, or None when there is none or it is not a readable JSON object."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+class Replacing:
+    """The finished result a run is about to replace, checked before the run starts: a result of another config
+    (a ``--set`` override of a committed config, say) is never replaced without ``overwrite``, and a diverged run
+    never replaces a finished one. A rerun of the same config and seed may replace its result, and then
+    ``compare`` says whether it reproduced it bit for bit, and if not, by how much and what differs."""
+
+    HOST_KEYS = ("device", "cpu", "cpu_capability", "threads", "fused_kernels", "torch", "lightning", "python",
+                 "git_commit")
+
+    def __init__(self, path: Path, cfg, overwrite: bool = False):
+        self.path, self.previous = Path(path), None
+        old = read_result(self.path)
+        if old is None or old.get("status") != "ok":
+            return  # nothing finished to keep: a diverged or unreadable result is replaced
+        diff = config_difference(old.get("config") or {}, cfg) if isinstance(old.get("config"), dict) else "no config"
+        if diff and not overwrite:
+            from common.errors import UserError
+
+            raise UserError(f"{self.path} holds a finished result of another configuration ({diff}): this run would "
+                            "replace it; give --overwrite to replace it, or --results-dir to write elsewhere")
+        self.previous = old if not diff else None
+
+    def may_write_diverged(self) -> bool:
+        return read_result(self.path) is None or read_result(self.path).get("status") != "ok"
+
+    def compare(self, new: dict) -> str | None:
+        """One line on how the new result compares with the one it replaced (same config and seed), or None."""
+        old = self.previous
+        if old is None:
+            return None
+        same = old.get("metrics") == new.get("metrics") and old.get("curve") == new.get("curve")
+        e_old = (old.get("metrics") or {}).get("test_top1_err")
+        e_new = (new.get("metrics") or {}).get("test_top1_err")
+        if same:
+            return f"reproduced the previous result of this config and seed bit for bit (test error {e_new} %)"
+        delta = f"{e_new - e_old:+.4f} points" if isinstance(e_old, (int, float)) and isinstance(e_new, (int, float)) else "?"
+        where = [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in self.HOST_KEYS if old.get(k) != new.get(k)]
+        return (f"did not reproduce the previous result of this config and seed bit for bit: test error {e_new} % vs "
+                f"{e_old} % ({delta}); differs in: {'; '.join(where) or 'nothing recorded (same machine, versions and commit)'}")
+
+
+@contextlib.contextmanager
+def run_lock(folder: Path, what: str):
+    """Hold ``folder/.lock`` for the duration of a run: a second run of the same config and seed (same folder) at
+    the same time is refused with one line. The lock is the kernel's (``flock``): a killed run leaves none behind."""
+    from common.errors import UserError
+
+    folder = Path(folder)
+    if any(os.environ.get(k, "0") != "0" for k in ("LOCAL_RANK", "NODE_RANK", "RANK")):
+        yield  # a DDP worker of a run whose first process holds the lock
+        return
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise UserError(f"{folder}: cannot write the run's folder ({e.strerror})") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"{what}: another run of this config and seed is running (it holds {folder / '.lock'}); "
+                            "wait for it to end, or stop it") from None
+        yield
+    finally:
+        os.close(fd)
+
+
 def git_commit() -> str:
     """HEAD commit of the checkout ('+dirty' when tracked files differ), or 'unknown'."""
     root = Path(__file__).resolve().parent.parent
@@ -77,6 +195,23 @@ def environment(accelerator: str) -> dict:
         device = f"cuda: {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "cuda"
     else:
         device = f"cpu: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
-    return {"device": device, "python": sys.version.split()[0], "torch": torch.__version__,
+    from common.quant import kernels
+
+    # what "the same CPU" means for a seed's promise of the same numbers: the processor, the instruction set
+    # torch's kernels dispatch to, the thread count and whether the fused quantizer kernels ran
+    return {"device": device, "cpu": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "threads": torch.get_num_threads(), "fused_kernels": kernels.ext() is not None,
+            "python": sys.version.split()[0], "torch": torch.__version__,
             "torchvision": torchvision.__version__, "lightning": lightning.__version__,
             "platform": platform.platform()}
+
+
+def cpu_model() -> str:
+    """The processor's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -27,10 +27,21 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    runs, skipped = load_runs(Path(args.results_dir))
+    results_dir, out = Path(args.results_dir), Path(args.out)
+    if not results_dir.is_dir():
+        print(f"error: --results-dir {results_dir}: no such folder", file=sys.stderr)
+        return 2
+    if out.is_dir():
+        print(f"error: --out {out}: a folder (expected the Markdown file to write)", file=sys.stderr)
+        return 2
+    runs, skipped = load_runs(results_dir)
+    if not runs:
+        print(f"error: --results-dir {results_dir}: no result file (results/<paper>/<config>/seed<N>.json) that can "
+              f"be read{f'; {len(skipped)} skipped, the first: {skipped[0].path}: {skipped[0].reason}' if skipped else ''}",
+              file=sys.stderr)
+        return 2
     groups = group_runs(runs)
     text = render(claims, groups, skipped)
-    out = Path(args.out)
     if args.check:
         current = out.read_text() if out.is_file() else ""
         if current != text:

@@ -16,12 +16,33 @@ from typing import Optional
 from leaderboard.claims import Claim
 
 SCHEMA = 1
-# The shared settings (common/configs/<name>.yaml): every method on the same network, data and budget; the config
-# names of a setting's runs start with its name
-SHARED = ("mnist_lenet5", "cifar10_vggsmall")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A shared setting (``common/configs/<name>.yaml``): every method on the same network, data and budget; the
+    config names of its runs start with its name."""
+    name: str
+    title: str        # the table's and plots' title
+    recipe: str       # one sentence: data, network, optimizer, budget
+    scale_label: str  # how a run of it is named where it meets a paper-scale claim
+
+
+SETTINGS = {s.name: s for s in (
+    Setting("mnist_lenet5", "MNIST, LeNet-5",
+            "MNIST, LeNet-5 20-50-500 with batch norm, Adam 1e-3 → 1e-5 over 6 epochs, batch 100, cross entropy "
+            "(`common/configs/mnist_lenet5.yaml`)", "MNIST shared setting"),
+    Setting("cifar10_vggsmall", "CIFAR-10 (JPEG), VGG-small at 1/4 width",
+            "CIFAR-10 as JPEG folders (quality 75: errors run higher than on the lossless set, so compare drops versus "
+            "the float network trained here), VGG-small (2×32C3)-MP2-(2×64C3)-MP2-(2×128C3)-MP2-(2×256FC)-10 with batch "
+            "norm, crop and flip, Adam 1e-3 → 1e-5 over 15 epochs, batch 100, cross entropy "
+            "(`common/configs/cifar10_vggsmall.yaml`)", "CIFAR-10 (JPEG), reduced width and budget"),
+)}
+SHARED = tuple(SETTINGS)
 REQUIRED = {"schema": int, "status": str, "paper": str, "config_name": str, "seed": int, "scale": str, "dataset": str,
             "model": str, "bits": dict, "metrics": (dict, type(None)), "config": dict}
 STATUSES = ("ok", "diverged")
+MAX_RESULT_BYTES = 16 << 20  # a real result file is a few tens of KiB
 
 # The tolerance rule, stated once: |ours - claimed| <= max(ABS_TOL, REL_TOL x |claimed|, 2 sigma), where sigma is
 # the larger standard deviation over seeds of our run and of its float baseline (0 with one seed). Drops are compared
@@ -73,6 +94,20 @@ class Group:
         return next((s for s in SHARED if self.config.startswith(s)), None)
 
     @property
+    def method(self) -> str:
+        """The method, the same across shared settings: paper/config without the setting's name."""
+        rest = self.config.removeprefix(self.setting or "").lstrip("_")
+        return (f"{self.paper}/{rest}" if rest else self.paper) if self.setting else self.label
+
+    @property
+    def scale_label(self) -> str:
+        return SETTINGS[self.setting].scale_label if self.setting else self.scale
+
+    @property
+    def reduced(self) -> bool:
+        """A shared-setting run that addresses a paper-scale claim: judged on drops only, counted apart."""
+        return self.setting is not None
+    @property
     def scale(self) -> str:
         return self.first["scale"]
 
@@ -118,9 +153,13 @@ class Group:
 def _check(path: Path, root: Path) -> Run | Skipped:
     rel = str(path.relative_to(root.parent)) if path.is_relative_to(root.parent) else str(path)
     try:
-        data = json.loads(path.read_text())
+        if path.stat().st_size > MAX_RESULT_BYTES:
+            return Skipped(rel, f"{path.stat().st_size} bytes (a result file is under {MAX_RESULT_BYTES})")
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         return Skipped(rel, f"not readable JSON ({type(e).__name__}: {str(e)[:80]})")
+    except RecursionError:
+        return Skipped(rel, "not readable JSON (nested too deeply)")
     if not isinstance(data, dict):
         return Skipped(rel, "not a JSON object")
     if data.get("schema") != SCHEMA:
@@ -210,6 +249,9 @@ def judge(claim: Claim, group: Group, proxy: bool = False) -> Verdict:
     drop = group.drop(top5)
     if not group.runs:
         return Verdict(claim, group, "not run")
+    if group.reduced and not proxy and claim.metric not in ("matches_float", "statement") and \
+            (claim.claimed_drop is None or drop is None):  # another copy, width and budget: never its absolute error
+        return Verdict(claim, group, "qualitative", ours=drop, compared="drop")
     if claim.metric == "statement":
         return Verdict(claim, group, "qualitative", ours=drop if drop is not None else group.mean(top5), compared="drop"
                        if drop is not None else "error")
@@ -228,8 +270,17 @@ def judge(claim: Claim, group: Group, proxy: bool = False) -> Verdict:
     return Verdict(claim, group, "reproduced" if ok else "not reproduced", ours, claimed, compared, tol)
 
 
+def fits(claim: Claim, group: Group) -> bool:
+    """Whether the group was obtained the claim's way: a post-training config that is also fine-tuned names its
+    claims in both its results, and a claim is about the fine-tuned network or about the other."""
+    how = {"finetune": ("finetune", "post_training+finetune"), "post_training": ("post_training",),
+           "scratch": ("scratch",)}[claim.how]
+    return group.how in how
+
+
 def claim_groups(claim: Claim, groups: dict) -> list[Group]:
-    return [g for g in groups.values() if claim.id in g.claims]
+    """The groups whose config names the claim and which were obtained the claim's way."""
+    return [g for g in groups.values() if claim.id in g.claims and fits(claim, g)]
 
 
 def proxies(claim: Claim, groups: dict) -> list[Group]:

@@ -1,11 +1,11 @@
-"""The leaderboard's figures (matplotlib, Agg): error versus weight and activation bits for every method of the
-shared setting, and their training curves."""
+"""The leaderboard's figures (matplotlib, Agg), per shared setting: error versus weight and activation bits for every
+method, error versus model size and versus bit-operations with the Pareto front marked, and the training curves."""
 from __future__ import annotations
 
 import statistics
 from pathlib import Path
 
-from leaderboard.collect import Group
+from leaderboard.collect import SETTINGS, Group
 
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
@@ -16,7 +16,7 @@ def _save(fig, path: Path) -> None:
     fig.savefig(path, dpi=110, bbox_inches="tight", metadata={"Software": None})
 
 
-def bits_plot(groups: list[Group], key: str, title: str, path: Path) -> None:
+def bits_plot(groups: list[Group], key: str, title: str, path: Path, setting: str = "mnist_lenet5") -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 4.8))
@@ -33,14 +33,14 @@ def bits_plot(groups: list[Group], key: str, title: str, path: Path) -> None:
     ax.set_yscale("log")
     ax.set_xlabel(f"{title} bits (lowest over the layers)")
     ax.set_ylabel("test error % (log scale)")
-    ax.set_title(f"MNIST LeNet-5, same budget: error versus {title.lower()} bits")
+    ax.set_title(f"{SETTINGS[setting].title}, same budget: error versus {title.lower()} bits")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=6.5, loc="center left", bbox_to_anchor=(1.01, 0.5))
     _save(fig, path)
     plt.close(fig)
 
 
-def curves_plot(groups: list[Group], path: Path) -> None:
+def curves_plot(groups: list[Group], path: Path, setting: str = "mnist_lenet5") -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
@@ -56,9 +56,52 @@ def curves_plot(groups: list[Group], path: Path) -> None:
     ax.set_yscale("log")
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation error % (mean over seeds, log scale)")
-    ax.set_title("MNIST LeNet-5, same budget: training curves")
+    ax.set_title(f"{SETTINGS[setting].title}, same budget: training curves")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=6.5, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    _save(fig, path)
+    plt.close(fig)
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The points no other point beats on both cost and error (lower is better for both), by increasing cost."""
+    front: list[tuple[float, float]] = []
+    for x, y in sorted(points):
+        if not front or y < front[-1][1]:
+            front.append((x, y))
+    return front
+
+
+def pareto_plot(groups: list[Group], path: Path, setting: str) -> None:
+    """Error versus parameter memory and versus bit-operations per inference, the Pareto front of each marked."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
+    costed = sorted((g for g in groups if g.cost and g.cost.get("param_bits") and g.cost.get("bops")),
+                    key=lambda g: g.label)
+    for ax, key, scale, unit in ((axes[0], "param_bits", 8 * 1024, "parameter memory, KiB"),
+                                 (axes[1], "bops", 1e6, "bit-operations per inference, millions")):
+        points = [(g.cost[key] / scale, g.mean()) for g in costed]
+        front = pareto_front(points)
+        for i, (g, (x, y)) in enumerate(zip(costed, points)):
+            on = (x, y) in front
+            ax.scatter([x], [y], marker=MARKERS[i % len(MARKERS)], color=COLORS[i % len(COLORS)], s=60 if on else 30,
+                       edgecolors="black" if on else "none", zorder=3, label=g.method)
+        if front:
+            xs, ys = zip(*front)
+            ax.step(xs, ys, where="post", color="black", linewidth=1, linestyle="--", zorder=2, label="Pareto front")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(f"{unit} (log scale)")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("test error % (mean over seeds, log scale)")
+    fig.suptitle(f"{SETTINGS[setting].title}: error versus size and bit-operations (outlined: on the Pareto front)")
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], marker=MARKERS[i % len(MARKERS)], color=COLORS[i % len(COLORS)], linestyle="none",
+                      label=g.method) for i, g in enumerate(costed)]
+    handles.append(Line2D([], [], color="black", linewidth=1, linestyle="--", label="Pareto front"))
+    axes[1].legend(handles=handles, fontsize=6.5, loc="center left", bbox_to_anchor=(1.01, 0.5))
     _save(fig, path)
     plt.close(fig)
 
@@ -67,11 +110,16 @@ def write_plots(groups: dict, folder: Path) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
-    shared = [g for g in groups.values() if g.shared and g.runs and g.mean() is not None]
-    paths = [folder / "shared_weight_bits.png", folder / "shared_activation_bits.png", folder / "shared_curves.png"]
-    if not shared:
-        return []
-    bits_plot(shared, "w", "Weight", paths[0])
-    bits_plot(shared, "a", "Activation", paths[1])
-    curves_plot([g for g in shared if g.how == "scratch"], paths[2])
+    paths = []
+    for setting in SETTINGS:
+        shared = [g for g in groups.values() if g.setting == setting and g.runs and g.mean() is not None]
+        if not shared:
+            continue
+        prefix = folder / ("shared" if setting == "mnist_lenet5" else f"shared_{setting}")
+        mine = [Path(f"{prefix}_{kind}.png") for kind in ("weight_bits", "activation_bits", "pareto", "curves")]
+        bits_plot(shared, "w", "Weight", mine[0], setting)
+        bits_plot(shared, "a", "Activation", mine[1], setting)
+        pareto_plot(shared, mine[2], setting)
+        curves_plot([g for g in shared if g.how == "scratch"], mine[3], setting)
+        paths += mine
     return paths

@@ -5,7 +5,8 @@ from collections import Counter
 from typing import Optional
 
 from leaderboard.claims import PAPERS, Claim
-from leaderboard.collect import ABS_TOL, REL_TOL, SHARED, Group, Skipped, Verdict, claim_groups, judge, proxies
+from leaderboard.collect import (ABS_TOL, REL_TOL, SETTINGS, Group, Skipped, Verdict, claim_groups, fits, judge,
+                                 proxies)
 
 MARK = {"reproduced": "✅ reproduced", "not reproduced": "❌ not reproduced", "proxy only": "🔶 proxy only",
         "qualitative": "📝 qualitative", "not run": "⏳ not run"}
@@ -48,7 +49,9 @@ def claimed_cell(c: Claim) -> str:
     unit = " (drop)" if c.metric.endswith("_drop") else ""
     top = "top-5 " if c.top5 else ""
     mark = "" if c.confirmed else " †"
-    return f"{top}{c.value:.2f}{unit}" + (f" (float {c.baseline:.2f})" if c.baseline is not None else "") + mark
+    base = (f" (float {c.baseline:.2f})" if c.baseline is not None else
+            f" (reference float {c.reference_baseline:.2f} ‡)" if c.reference_baseline is not None else "")
+    return f"{top}{c.value:.2f}{unit}" + base + mark
 
 
 def verdict_cells(v: Verdict) -> tuple[str, str]:
@@ -66,14 +69,17 @@ SHORT = {"float": "float", "binaryconnect": "BinaryConnect", "bnn": "BNN", "xnor
 
 def roadmap_view(claims: dict[str, Claim], groups: dict) -> list[str]:
     out = ["## The roadmap's claims (R01–R20)", "",
-           "Each claim of the 2016 roadmap (`../shared/roadmap/claims.md`), with the run that addresses it: the paper-scale "
-           "config if it was run, else the CPU-scale proxies of the same method and bits (whose drop versus their own "
-           "float network is shown for comparison, never as a reproduction).", "",
+           "Each claim of the 2016 roadmap (`../shared/roadmap/claims.md`), with the runs that address it: the paper-scale "
+           "config if it was run; a shared-setting run on the claim's own dataset at reduced width and budget (judged "
+           "on its drop versus the float network of the same setting only, never on its absolute error, and counted "
+           "apart from paper-scale reproductions); and the CPU-scale proxies of the same method and bits on MNIST (whose "
+           "drop versus their own float network is shown for comparison, never as a reproduction).", "",
            "| id | paper | claim | claimed | our run | scale | n | error % | float % | drop | Δ vs claim | verdict |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in (c for c in claims.values() if c.kind == "roadmap"):
-        direct = [g for g in claim_groups(c, groups) if g.runs]
-        rows = [(g, judge(c, g)) for g in direct] or [(g, judge(c, g, proxy=True)) for g in proxies(c, groups)]
+        direct = sorted((g for g in claim_groups(c, groups) if g.runs), key=lambda g: (g.reduced, g.label))
+        rows = [(g, judge(c, g)) for g in direct] + [(g, judge(c, g, proxy=True)) for g in proxies(c, groups)
+                                                     if not any(not d.reduced for d in direct)]
         if not rows:
             out.append(f"| {c.id} | `{c.paper}` | {c.text} | {claimed_cell(c)} | — | — | — | — | — | — | — | {MARK['not run']} |")
             continue
@@ -81,7 +87,7 @@ def roadmap_view(claims: dict[str, Claim], groups: dict) -> list[str]:
             head = f"{c.id} | `{c.paper}` | {c.text} | {claimed_cell(c)}" if i == 0 else " | | | "
             diff, verdict = verdict_cells(v)
             top5 = c.top5 and v.kind != "proxy only"  # proxies (10 classes) are compared on top-1
-            out.append(f"| {head} | `{g.config}` | {g.scale} | {n_cell(g)} | {err_cell(g, top5)} | "
+            out.append(f"| {head} | `{g.config}` | {g.scale_label} | {n_cell(g)} | {err_cell(g, top5)} | "
                        f"{err_cell(g.baseline, top5) if g.baseline else '—'} | {num(g.drop(top5), True)} | {diff} | {verdict} |")
     notes = [f"- **{c.id}**: {c.note}" for c in claims.values() if c.kind == "roadmap" and c.note]
     return out + ([""] + ["Where the roadmap and the papers disagree, or a claim needs reading:", ""] + notes if notes else [])
@@ -101,7 +107,7 @@ def paper_view(claims: dict[str, Claim], groups: dict) -> list[str]:
             out += ["| config | scale | W/A/G | n | error % | float % | drop | claim | claimed | Δ vs claim | verdict | memory KiB | MBOPs | commit |",
                     "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
             for g in mine:
-                refs = [claims[cid] for cid in g.claims if cid in claims] or [None]
+                refs = [claims[cid] for cid in g.claims if cid in claims and fits(claims[cid], g)] or [None]
                 for i, c in enumerate(refs):
                     v = judge(c, g) if c else None
                     diff, verdict = verdict_cells(v) if v else ("—", "—")
@@ -118,13 +124,15 @@ def paper_view(claims: dict[str, Claim], groups: dict) -> list[str]:
     return out
 
 
-def shared_view(groups: dict) -> list[str]:
-    rows = sorted((g for g in groups.values() if g.shared and g.runs), key=lambda g: (g.mean(), g.label))
-    base = groups.get(("float", SHARED[0]))
-    out = ["## Every method on the same network, data and budget", "",
-           "MNIST, LeNet-5 20-50-500 with batch norm, Adam 1e-3 → 1e-5 over 6 epochs, batch 100, cross entropy "
-           "(`common/configs/mnist_lenet5.yaml`); each method adds only its own quantizers (and, for binary weights, its "
-           "Glorot-scaled learning rate); post-training methods quantize the float run of the same seed. Sorted by error.", "",
+def shared_view(groups: dict, setting: str) -> list[str]:
+    spec = SETTINGS[setting]
+    rows = sorted((g for g in groups.values() if g.setting == setting and g.runs), key=lambda g: (g.mean(), g.label))
+    if not rows:
+        return []
+    base = groups.get(("float", setting))
+    out = [f"## Every method on the same network, data and budget: {spec.title}", "",
+           f"{spec.recipe}; each method adds only its own quantizers (and, for binary weights, its Glorot-scaled learning "
+           "rate); post-training methods quantize the float run of the same seed. Sorted by error.", "",
            "| # | method | config | how | W/A/G | n | error % | drop vs float | memory KiB | × smaller | MBOPs | × fewer |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     ref_mem = (base.cost or {}).get("param_bits") if base and base.cost else None
@@ -135,10 +143,36 @@ def shared_view(groups: dict) -> list[str]:
                    f"{n_cell(g)} | {err_cell(g)} | {num(g.drop(), True)} | {mem_cell(g)} | "
                    f"{num(ref_mem / mem, digits=1) if ref_mem and mem else '—'} | {bops_cell(g)} | "
                    f"{num(ref_bops / bops, digits=1) if ref_bops and bops else '—'} |")
-    out += ["", "![error versus weight bits](leaderboard/plots/shared_weight_bits.png) "
-                "![error versus activation bits](leaderboard/plots/shared_activation_bits.png)", "",
-            "![training curves](leaderboard/plots/shared_curves.png)", ""]
+    prefix = "shared" if setting == "mnist_lenet5" else f"shared_{setting}"
+    out += ["", f"![error versus weight bits](leaderboard/plots/{prefix}_weight_bits.png) "
+                f"![error versus activation bits](leaderboard/plots/{prefix}_activation_bits.png)", "",
+            f"![error versus model size and bit-operations, Pareto front](leaderboard/plots/{prefix}_pareto.png)", "",
+            f"![training curves](leaderboard/plots/{prefix}_curves.png)", ""]
     return out
+
+
+def rank_view(groups: dict) -> list[str]:
+    """Each method's rank in every shared setting it ran in (by mean error; 1 = lowest)."""
+    ranks: dict[str, dict[str, tuple[int, float]]] = {}
+    for setting in SETTINGS:
+        rows = sorted((g for g in groups.values() if g.setting == setting and g.runs), key=lambda g: (g.mean(), g.label))
+        for i, g in enumerate(rows, 1):
+            ranks.setdefault(g.method, {})[setting] = (i, g.mean())
+    both = {m: r for m, r in ranks.items() if len(r) == len(SETTINGS)}
+    if not both:
+        return []
+    names = list(SETTINGS)
+    out = ["## Rank of each method across the shared settings", "",
+           "Where a method stands among all methods of each setting (1 = lowest test error), and the move from the "
+           f"first to the second: a method whose rank moves far is one that {SETTINGS[names[0]].title} does not "
+           "separate from the rest.", "",
+           "| method | " + " | ".join(f"{SETTINGS[n].title}: rank (error %)" for n in names) + " | rank change |",
+           "|---|" + "---|" * len(names) + "---|"]
+    for method, r in sorted(both.items(), key=lambda kv: (kv[1][names[-1]][0], kv[0])):
+        change = r[names[0]][0] - r[names[-1]][0]
+        out.append(f"| `{method}` | " + " | ".join(f"{r[n][0]} ({r[n][1]:.2f})" for n in names)
+                   + f" | {'+' if change > 0 else ''}{change if change else '='} |")
+    return out + [""]
 
 
 def provenance(groups: dict, skipped: list[Skipped]) -> list[str]:
@@ -158,7 +192,8 @@ def provenance(groups: dict, skipped: list[Skipped]) -> list[str]:
 
 
 def render(claims: dict[str, Claim], groups: dict, skipped: list[Skipped]) -> str:
-    verdicts = Counter(judge(c, g).kind for c in claims.values() for g in claim_groups(c, groups) if g.runs)
+    pairs = [(g.reduced, judge(c, g).kind) for c in claims.values() for g in claim_groups(c, groups) if g.runs]
+    verdicts, reduced = Counter(k for r, k in pairs if not r), Counter(k for r, k in pairs if r)
     head = ["# Leaderboard", "",
             "Generated by `python -m leaderboard` from `leaderboard/claims.yaml` and every result file under `results/`; "
             "do not edit by hand. Errors are test top-1 error in percent at the best-validation epoch (top-5 where the "
@@ -168,13 +203,18 @@ def render(claims: dict[str, Claim], groups: dict, skipped: list[Skipped]) -> st
             "claimed value, 2σ), σ being the larger standard deviation over seeds of our run and of its float baseline. "
             "We compare drops when the claim states or implies one (its error minus the paper's float error) and our run "
             "has a float baseline, errors otherwise; a \"reproduces float accuracy\" claim needs drop ≤ the tolerance. "
-            "*Proxy only*: a CPU-scale run of the same method and bits on another dataset or network, shown for its drop "
-            "and never counted as a reproduction. *Qualitative*: the claim has no single number. *Not run*: paper-scale "
+            "*Reduced scale*: a shared-setting run on the claim's own dataset at reduced width and budget, judged on "
+            "its drop only and counted apart. *Proxy only*: a CPU-scale run of the same method and bits on another "
+            "dataset or network, shown for its drop and never counted as a reproduction. *Qualitative*: the claim has no single number. *Not run*: paper-scale "
             "configs exist but need a GPU. † marks a claimed number our sources could not confirm (see the claim's "
-            "note in `leaderboard/claims.yaml`).", "",
+            "note in `leaderboard/claims.yaml`); ‡ a float error the paper does not report, from the same network "
+            "elsewhere (the claim's note says where).", "",
             f"Claims: {len(claims)} ({sum(c.kind == 'roadmap' for c in claims.values())} roadmap, "
             f"{sum(c.kind == 'paper' for c in claims.values())} paper rows). Claim-run pairs: "
-            + ", ".join(f"{MARK[k]} {verdicts[k]}" for k in MARK if k != "not run" and verdicts[k]) + ".", ""]
-    body = head + shared_view(groups) + roadmap_view(claims, groups) + [""] + paper_view(claims, groups) \
+            + ", ".join(f"{MARK[k]} {verdicts[k]}" for k in MARK if k != "not run" and verdicts[k]) + "."
+            + (" At reduced scale (shared settings, drops only): "
+               + ", ".join(f"{MARK[k]} {reduced[k]}" for k in MARK if reduced[k]) + "." if reduced else ""), ""]
+    shared = [line for setting in SETTINGS for line in shared_view(groups, setting)]
+    body = head + shared + rank_view(groups) + roadmap_view(claims, groups) + [""] + paper_view(claims, groups) \
         + provenance(groups, skipped)
     return "\n".join(body).rstrip() + "\n"

@@ -48,35 +48,22 @@ class Job:
                 str(self.seed), "--no-progress", "--results-dir", str(results_dir), "--runs-dir", str(runs_dir)]
 
 
-def comparable(config: dict) -> dict:
-    """The part of a (validated) config that says what was asked for: without a post-training method's chosen
-    rules and resolved source checkpoint."""
-    out = dict(config)
-    if out.get("ptq"):
-        out.pop("init_from", None)
-        out["quant"] = {k: v for k, v in (out.get("quant") or {}).items() if k != "rules"}
-    return out
-
-
 def up_to_date(result_file: Path, cfg) -> tuple[bool, str]:
-    from common.config import validate
+    from common.results import config_difference, read_result
 
     if not result_file.is_file():
         return False, "no result"
-    try:
-        data = json.loads(result_file.read_text())
-    except (OSError, json.JSONDecodeError):
+    data = read_result(result_file)
+    if data is None:
         return False, "unreadable result"
     if data.get("status") != "ok":
         return False, f"status {data.get('status')!r}"
     if data.get("config_hash") == cfg.hash():
         return True, "same hash"
-    try:
-        stored = validate(data.get("config") or {}).to_dict()
-    except UserError as err:
-        return False, f"stored config no longer valid ({err})"
-    same = comparable(stored) == comparable(cfg.to_dict())
-    return same, "same config" if same else "config changed"
+    diff = config_difference(data.get("config") or {}, cfg)
+    if diff and diff.startswith("its config is no longer valid"):
+        return False, f"stored config no longer valid"
+    return not diff, "same config" if not diff else "config changed"
 
 
 def plan(scale: str, seeds: list[int], papers: list[str], match: str, results_dir: Path) -> list[tuple[Job, bool, str]]:
@@ -138,8 +125,13 @@ def run(jobs: list[Job], workers: int, threads: int, results_dir: Path, runs_dir
             running.remove((job, proc, start))
             waiting_for.discard(job.key)
             done += 1
-            status = "ok" if proc.returncode == 0 else f"FAILED (exit {proc.returncode}, log {log_dir / _log_name(job)})"
-            if proc.returncode:
+            result = results_dir / job.paper / job.output / f"seed{job.seed}.json"
+            wrote = result.is_file() and result.stat().st_mtime >= start - 1
+            if proc.returncode == 0 and not wrote:  # a run that ends without its result failed, whatever it says
+                status = f"FAILED (exit 0 but no result {result}, log {log_dir / _log_name(job)})"
+            else:
+                status = "ok" if proc.returncode == 0 else f"FAILED (exit {proc.returncode}, log {log_dir / _log_name(job)})"
+            if status != "ok":
                 failed.add(job.key)
             print(f"[{done}/{total}] {job.paper} {job.command} {job.config} seed {job.seed}: {status} "
                   f"in {time.time() - start:.0f}s", flush=True)
