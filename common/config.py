@@ -33,13 +33,13 @@ class DataConfig:
     name: Literal["mnist", "fashion_mnist", "cifar10", "cifar10_jpeg", "svhn", "imagenet", "synthetic"] = "mnist"
     batch_size: int = field(default=100, metadata=rng(lo=1))
     eval_batch_size: int = field(default=1000, metadata=rng(lo=1))
-    val_size: int = field(default=10000, metadata=rng(lo=0))
+    val_size: int = field(default=10000, metadata=rng(lo=0, hi=10_000_000))
     preprocess: Literal["none", "center", "pm1", "standardize", "gcn_zca"] = "none"
     augment: Literal["none", "crop_flip"] = "none"  # crop_flip: pad 4, random crop, random horizontal flip
     num_workers: int = field(default=0, metadata=rng(lo=0))
     shape: list[int] = field(default_factory=lambda: [1, 28, 28], metadata=rng(lo=1))  # synthetic only
     num_classes: int = field(default=10, metadata=rng(lo=2))  # synthetic only
-    synthetic_size: int = field(default=512, metadata=rng(lo=1))  # synthetic only: training samples
+    synthetic_size: int = field(default=512, metadata=rng(lo=1, hi=10_000_000))  # synthetic only: training samples
 
 
 @dataclass
@@ -107,7 +107,7 @@ class Config:
     claims: list[str] = field(default_factory=list)
     scale: Literal["paper", "cpu"] = "cpu"
     baseline: Optional[str] = None
-    seed: int = field(default=1, metadata=rng(lo=0))
+    seed: int = field(default=1, metadata=rng(lo=0, hi=2**32 - 1))  # (what torch and NumPy seed with)
     init_from: Optional[str] = None  # fine-tune from: a .ckpt, a result .json or a config name (common.checkpoint)
     ptq: Optional[dict] = None  # post-training method {name: ..., **args} for quantize/finetune (common.ptq)
     ptq_batches: int = field(default=10, metadata=rng(lo=1))  # calibration batches it may look at
@@ -141,13 +141,47 @@ _Loader.add_implicit_resolver(
 )
 
 
+def _mapping_without_duplicates(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    """A YAML mapping, refusing a key given twice (which YAML would silently resolve to the last value)."""
+    loader.flatten_mapping(node)
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+MAX_VALUES = 100_000  # values in one config after its aliases are expanded (a real one has a few hundred)
+
+
+def _count_values(data: Any, where: str) -> None:
+    """Refuse a document whose aliases expand to more than ``MAX_VALUES`` values (an alias bomb), before any copy."""
+    stack, count = [data], 0
+    while stack:
+        node = stack.pop()
+        count += 1
+        if count > MAX_VALUES:
+            raise UserError(f"{where}: more than {MAX_VALUES:,} values once its aliases are expanded (not a config)")
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+
+
 def parse_yaml(text: str, where: str) -> Any:
     try:
-        return yaml.load(text, Loader=_Loader)
+        data = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         raise UserError(f"{where}: not valid YAML{at}: {getattr(e, 'problem', None) or e}") from None
+    except RecursionError:
+        raise UserError(f"{where}: nested too deeply (not a config)") from None
+    _count_values(data, where)
+    return data
 
 
 def _read(path: Path, chain: tuple[Path, ...] = ()) -> dict:
@@ -156,7 +190,13 @@ def _read(path: Path, chain: tuple[Path, ...] = ()) -> dict:
         raise UserError(f"{path}: 'extends' cycle: {' -> '.join(p.name for p in (*chain, path))}")
     if not path.is_file():
         raise UserError(f"{path}: config file not found")
-    data = parse_yaml(path.read_text(), str(path))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text (byte {e.start}): a config is a UTF-8 YAML file") from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot be read ({e.strerror})") from None
+    data = parse_yaml(text, str(path))
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -243,7 +283,7 @@ def validate(data: dict) -> Config:
         if isinstance(value, dict) and "name" in value:
             cfg.model[key] = check_quantizer_spec(value, f"model.{key}")
     for i, rule in enumerate(cfg.quant.rules):
-        for kind in ("weight", "input", "grad"):
+        for kind in ("weight", "input", "grad", "update"):
             spec = getattr(rule, kind)
             if spec is not None:
                 setattr(rule, kind, check_quantizer_spec(spec, f"quant.rules[{i}].{kind}"))

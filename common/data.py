@@ -345,6 +345,9 @@ def _torchvision(name: str, root: Path, train: bool):
     raise ValueError(name)
 
 
+MAX_SYNTHETIC_VALUES = 1 << 30  # 4 GiB of float32
+
+
 def _synthetic(cfg: DataConfig, train: bool, seed: int = 0):
     """Gaussian inputs labelled by a fixed random linear teacher (learnable, so smoke runs can improve).
     ``synthetic_size`` training samples remain after the validation split; the test set has a quarter of that."""
@@ -352,6 +355,11 @@ def _synthetic(cfg: DataConfig, train: bool, seed: int = 0):
     dim = 1
     for s in cfg.shape:
         dim *= s
+    values = (cfg.synthetic_size + cfg.val_size) * dim
+    if values > MAX_SYNTHETIC_VALUES:
+        raise UserError(f"data.synthetic_size + data.val_size: {cfg.synthetic_size + cfg.val_size} samples of shape "
+                        f"{list(cfg.shape)} would take {4 * values / 2**30:.1f} GiB (at most "
+                        f"{4 * MAX_SYNTHETIC_VALUES / 2**30:.1f} GiB of synthetic data)")
     teacher = torch.randn(dim, cfg.num_classes, generator=g)
     n = cfg.synthetic_size + cfg.val_size if train else max(cfg.synthetic_size // 4, 1)
     g.manual_seed(seed + (1 if train else 2))

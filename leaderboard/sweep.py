@@ -174,8 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results-dir", default=str(ROOT / "results"))
     parser.add_argument("--runs-dir", default=str(ROOT / "runs"))
     args = parser.parse_args(argv)
-    if args.jobs < 1 or any(s < 0 for s in args.seeds):
-        print("error: --jobs must be >= 1 and --seeds non-negative", file=sys.stderr)
+    if args.jobs < 1 or (args.threads is not None and args.threads < 1) or any(not 0 <= s < 2**32 for s in args.seeds):
+        print("error: --jobs and --threads must be >= 1 and --seeds in 0..2^32-1", file=sys.stderr)
         return 2
     results_dir, runs_dir = Path(args.results_dir).resolve(), Path(args.runs_dir).resolve()
     try:

@@ -292,3 +292,12 @@ def test_labels_out_of_range_stop_the_run_before_anything_is_written(tmp_path, m
     assert _train(tmp_path) == EXIT_USER_ERROR
     _one_error_line(capsys, "labels from 0 to 200, expected 0 to 9")
     assert not (tmp_path / "results").exists() and not (tmp_path / "runs").exists()
+
+
+def test_wandb_online_without_a_key_is_one_line_before_anything_is_written(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    monkeypatch.chdir(tmp_path)
+    assert _train(tmp_path, "--wandb", "online") == EXIT_USER_ERROR
+    _one_error_line(capsys, "--wandb online: no Weights & Biases API key")
+    assert not (tmp_path / "results").exists() and not (tmp_path / "runs").exists()

@@ -291,6 +291,31 @@ BAD_INPUT = {
     "IDX file with a wrong header": (["--data-dir", "{tmp}/data"],
                                      "t10k-labels-idx1-ubyte: not an IDX labels file of shape (10000,)", "t10k-labels"),
     "corrupt archive": (["--data-dir", "{tmp}/data"], "t10k-labels-idx1-ubyte.gz: md5 ", "gz"),
+    "unknown quantizer in an update rule": (["--set", "quant.rules.0.update={name: nope}"],
+                                            "quant.rules[0].update.name: unknown quantizer 'nope'", None),
+    "bad argument in an update rule": (["--set", "quant.rules.0.update={name: fixed, wl: 99, fl: 2}"],
+                                       "quant.rules[0].update.wl: expected a value in 1..32, got 99", None),
+    "seed beyond 2^32": (["--seed", "4294967296"], "seed: expected a value in 0..4294967295", None),
+    "accelerator Lightning rejects": (["--set", "trainer.accelerator=gpu"], "trainer: Lightning refuses", None),
+    "strategy Lightning rejects": (["--set", "trainer.strategy=nope"], "trainer: Lightning refuses", None),
+    "precision Lightning rejects": (["--set", "trainer.precision=bogus"], "trainer: Lightning refuses", None),
+    "limit Lightning rejects": (["--set", "trainer.limit_train_batches=1.5"], "trainer: Lightning refuses", None),
+    "huge synthetic size": (["--set", "data.synthetic_size=1000000000"], "data.synthetic_size: expected a value in",
+                            None),
+    "validation larger than allowed": (["--set", "data.val_size=100000000"],
+                                       "data.val_size: expected a value in 0..10000000", None),
+    "synthetic data beyond memory": (["--set", "data.synthetic_size=9000000", "data.shape=[3, 32, 32]"],
+                                     "data.synthetic_size + data.val_size: 9000032 samples of shape [3, 32, 32] would "
+                                     "take 103.0 GiB", None),
+    "non-UTF-8 config file": (["--config", "{tmp}/bad.yaml"], "not UTF-8 text (byte 7)", b"data: {\xff\xfe}\n"),
+    "duplicate YAML key": (["--config", "{tmp}/bad.yaml"], "duplicate key 'trainer'",
+                           "trainer: {max_epochs: 3}\ntrainer: {max_epochs: 4}\n"),
+    "alias bomb": (["--config", "{tmp}/bad.yaml"], "more than 100,000 values once its aliases are expanded",
+                   "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+                       f"{n}: &{n} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
+                       for p, n in zip("abcdefg", "bcdefgh"))),
+    "results folder is a file": (["--results-dir", "{tmp}/afile"], "afile: a file, expected a folder", "FILE"),
+    "runs folder under a file": (["--runs-dir", "{tmp}/afile/runs"], "afile is a file, expected a folder", "FILE"),
 }
 
 
@@ -302,7 +327,11 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, monkeypatch, 
         sets = []
     else:
         sets = ["--set", *smoke_overrides("mnist_cpu_det")]
-        if content is not None:
+        if content == "FILE":
+            (tmp_path / "afile").write_text("not a folder")
+        elif isinstance(content, bytes):
+            (tmp_path / "bad.yaml").write_bytes(content)
+        elif content is not None:
             (tmp_path / "bad.yaml").write_text(content.replace("{root}", str(ROOT)))
     monkeypatch.chdir(tmp_path)
     argv = ["train", "--config", "mnist_cpu_det", "--wandb", "disabled", "--no-progress", *sets,
