@@ -194,3 +194,56 @@ def test_sweep_plans_fine_tuning_after_what_it_starts_from(tmp_path):
     ft = next(j for j in jobs if j.command == "finetune")
     assert ft.config == "mnist_cpu_w64_b2" and ("sung", "mnist_cpu_w64_b2") in ft.needs
     assert ("sung", "mnist_cpu_w64_float") in next(j for j in jobs if j.config == "mnist_cpu_w64_b4").needs
+
+
+# --- the shared settings: reduced-scale verdicts, ranks, the Pareto front ------------------------------------------
+
+def _shared(config, errors, paper="binaryconnect", claims=(), ptq=False, baseline=None):
+    g = group(errors, paper=paper, config=config, baseline=baseline)
+    for r in g.runs:
+        r.data["claims"], r.data["config"] = list(claims), ({"ptq": {"name": "sung"}} if ptq else {})
+    return g
+
+
+def test_a_reduced_scale_run_is_judged_on_its_drop_never_on_its_absolute_error():
+    base = _shared("cifar10_vggsmall", [14.0, 14.2, 14.1], paper="float")
+    # R12-like: 8.27 vs float 10.64 claimed (a drop of -2.37); ours 14.1 -> 16.0 on the JPEG copy: a drop of +1.9
+    bc = _shared("cifar10_vggsmall_stoch", [16.0, 16.1, 15.9], claims=["R12"], baseline=base)
+    c = claim(id="R12", kind="roadmap", dataset="cifar10", value=8.27, baseline=10.64, bits={"w": 1, "a": 32, "g": 32})
+    v = judge(c, bc)
+    assert bc.reduced and bc.scale_label == "CIFAR-10 (JPEG), reduced width and budget"
+    assert v.compared == "drop" and v.kind == "not reproduced" and v.ours == pytest.approx(1.9)
+    assert v.claimed == pytest.approx(-2.37)
+    # a claim with neither a drop nor a float error to imply one: no verdict from an absolute JPEG error
+    lone = claim(id="R15", kind="roadmap", dataset="cifar10", value=10.15, baseline=None)
+    assert judge(lone, bc).kind == "qualitative"
+    # ... but a reference float error (the same network elsewhere) implies one
+    assert judge(claim(id="R15", value=10.15, baseline=None, reference_baseline=10.64), bc).compared == "drop"
+    # "= float" claims need the drop within the tolerance
+    same = _shared("cifar10_vggsmall_fl12_sr", [14.1, 14.0, 14.2], paper="gupta", claims=["R17"], baseline=base)
+    assert judge(claim(id="R17", metric="matches_float", value=None, baseline=None), same).kind == "reproduced"
+
+
+def test_a_claim_is_matched_only_to_results_obtained_its_way():
+    from leaderboard.collect import claim_groups
+
+    quantized = _shared("cifar10_vggsmall_b2", [20.0], paper="sung", claims=["R06"], ptq=True)
+    finetuned = _shared("cifar10_vggsmall_b2_finetuned", [15.0], paper="sung", claims=["R06"], ptq=True)
+    groups = {(g.paper, g.config): g for g in (quantized, finetuned)}
+    assert claim_groups(claim(id="R06", how="finetune"), groups) == [finetuned]
+    assert claim_groups(claim(id="R06", how="post_training"), groups) == [quantized]
+
+
+def test_ranks_across_settings_and_the_pareto_front():
+    from leaderboard.plots import pareto_front
+    from leaderboard.render import rank_view
+
+    groups = {}
+    for setting, errs in (("mnist_lenet5", (0.7, 1.0, 3.0)), ("cifar10_vggsmall", (14.0, 25.0, 18.0))):
+        for (paper, suffix), e in zip((("float", ""), ("bnn", ""), ("twn", "")), errs):
+            g = _shared(setting + suffix, [e], paper=paper)
+            groups[(g.paper, g.config)] = g
+    rows = [ln for ln in rank_view(groups) if ln.startswith("| `")]
+    assert rows == ["| `float` | 1 (0.70) | 1 (14.00) | = |", "| `twn` | 3 (3.00) | 2 (18.00) | +1 |",
+                    "| `bnn` | 2 (1.00) | 3 (25.00) | -1 |"]
+    assert pareto_front([(1, 5.0), (2, 3.0), (3, 4.0), (4, 1.0), (4, 2.0)]) == [(1, 5.0), (2, 3.0), (4, 1.0)]
