@@ -5,6 +5,7 @@
     quantize  --from CKPT|RESULT|CONFIG [--config NAME|PATH] ...   (post-training quantization, no training)
     finetune  --from CKPT|RESULT|CONFIG [--config NAME|PATH] ... [--resume]   (quantize, then fine-tune)
     test      --ckpt PATH [--data-dir DIR]
+    export    --ckpt PATH | --config NAME [--seed N]  [--out FILE]   (the packed model the integer engine runs)
     configs
 
 A user error (bad config, missing or corrupt data or checkpoint) prints one line and exits with status 2, before
@@ -90,6 +91,15 @@ def _parser(paper: str, configs_dir: Path, default_config: str) -> argparse.Argu
     e = sub.add_parser("test", help="evaluate a checkpoint on the test set and print its metrics as JSON")
     e.add_argument("--ckpt", required=True, help="checkpoint written by train (runs/<paper>/<config>/seed<N>/...)")
     e.add_argument("--data-dir", default=None, help="dataset root (default: $LOWBIT_DATA, else ./data)")
+    x = sub.add_parser("export", help="write a trained network as a packed file (1-bit binary, 2-bit ternary, integer "
+                                      "fixed-point weights) that `python -m engine test` runs in integer arithmetic")
+    which = x.add_mutually_exclusive_group(required=True)
+    which.add_argument("--ckpt", help="a checkpoint written by train")
+    which.add_argument("--config", help="a config name: its result's checkpoint for --seed (the best-validation one)")
+    x.add_argument("--seed", type=int, default=1, help="with --config (default 1)")
+    x.add_argument("--out", default=None, help="the file to write (default: model.lowbit beside the checkpoint)")
+    x.add_argument("--results-dir", default="results")
+    x.add_argument("--runs-dir", default="runs")
     sub.add_parser("configs", help="list this paper's configs")
     return p
 
@@ -137,6 +147,8 @@ def main(paper: str, default_config: str, argv: list[str] | None = None) -> int:
         if args.command == "test":
             print(json.dumps(evaluate(args.ckpt, args.data_dir), indent=2))
             return 0
+        if args.command == "export":
+            return export(paper, args)
         init = getattr(args, "init_from", None)
         overrides = args.overrides + ([f"init_from={json.dumps(init)}"] if init else [])
         name, cfg = load_config(args.config, configs_dir, overrides, args.seed)
@@ -663,6 +675,27 @@ def evaluate(ckpt_path: str, data_dir: str | None) -> dict:
     with torch.no_grad():
         out = trainer.test(module, datamodule=data, verbose=False)[0]
     return {"checkpoint": str(path), **_errors(out), "errors_in": "percent"}
+
+
+def export(paper: str, args) -> int:
+    """``export``: the packed file of a trained network (``engine.export``), with its size against float32."""
+    from common.checkpoint import resolve_init
+    from engine import export_checkpoint
+
+    if args.ckpt:
+        ckpt = Path(args.ckpt)
+    else:
+        if not 0 <= args.seed < 2**32:
+            raise UserError(f"--seed: expected a value in 0..{2**32 - 1}, got {args.seed}")
+        ckpt = resolve_init(args.config, paper, args.seed, Path(args.results_dir), Path(args.runs_dir))
+    out = Path(args.out) if args.out else ckpt.with_name("model.lowbit")
+    if out.is_dir():
+        raise UserError(f"--out {out}: a folder, expected the file to write")
+    check_writable(out.parent, "--out")
+    sizes = export_checkpoint(ckpt, out)
+    print(f"wrote {out}: {sizes.packed_bytes:,} bytes, {sizes.float32_bytes / sizes.packed_bytes:.1f}x smaller than "
+          f"the float32 state_dict ({sizes.float32_bytes:,} bytes); run it with: python -m engine test --model {out}")
+    return 0
 
 
 def pct(err) -> float:

@@ -1,0 +1,353 @@
+"""Export a trained quantized network of this suite to a packed file, and read it back.
+
+``export(model, path, meta)`` takes a ``common.module.Classifier`` (or its ``nn.Sequential`` network) and writes the
+file described in ``engine.fileformat``. The network is walked in order; supported modules (in eval mode):
+
+- ``Conv2d`` / ``QConv2d`` (groups 1, dilation 1, zero padding) and ``Linear`` / ``QLinear``, papers.xnor's
+  ``XnorConv2d`` / ``XnorLinear`` (their activation scale K included). The layer's weight is taken as the simulated
+  network uses it (its weight quantizer applied in eval mode), decomposed, and the decomposition checked to give
+  the same float32 tensor bit for bit:
+
+  ========================  ===============================================  ==========================================
+  weight quantizer          stored as                                        arrays
+  ========================  ===============================================  ==========================================
+  none / ``float``          float32                                          ``weight`` (float32, torch's shape)
+  ``sign`` (H)              1 bit a weight, rows padded to 64 bits; H as      ``weight`` (uint8, (O, padded bytes)),
+                            a per-layer alpha when H != 1                     ``alpha`` (float32, (1,))
+  ``scaled_sign`` (BWN)     1 bit a weight + alpha = mean|W| per filter/layer  ``weight``, ``alpha`` ((O,) or (1,))
+  ``ternary`` (TWN)         2 bit-planes (+1 plane, -1 plane) + alpha         ``plus``, ``minus``, ``alpha``
+  ``fixed`` (wl, fl)        int8 / int16 / int32 integers q, w = q 2^-fl      ``weight`` (intN, torch's shape)
+  ========================  ===============================================  ==========================================
+
+  ``sign_stochastic`` is stored as what it is at test time: the real weights (``eval: real``) or ``sign``.
+  A layer's ``input`` quantizer may be ``sign`` (binary input), ``sign_stochastic`` (as at test time) or ``fixed``.
+- ``BatchNorm1d`` / ``BatchNorm2d`` with running statistics: float32 mean, var, gamma, beta (kept as torch computes
+  it, not folded into float weights, which would change the rounding).
+- activations: ``sign`` quantizers (and ``sign_stochastic`` with ``eval: sign``) -> binary; ``ReLU``,
+  ``Hardtanh``, ``MaxPool2d``, ``Flatten``; ``Identity``, ``Dropout``, the ``float`` quantizer and
+  ``sign_stochastic`` with ``eval: real`` are nothing at test time.
+
+**Folding** (``engine.fold``): a layer with binary inputs and binary weights (any alpha) followed by [BatchNorm]
+and a sign activation is stored as one op whose output is bits: per output channel an int32 threshold T and a
+direction, computed by evaluating the float32 BN on every possible integer accumulator. Anything else is an error
+naming the module (``UserError``), never a silently different network.
+
+Layer ops in the header (``layers``), each with ``covers`` (the module names it replaces) and ``arrays`` (field ->
+array name): ``conv`` / ``linear`` (``input``: {kind: real|bits|sign|fixed, H, wl, fl, span}, ``weight``: {kind:
+float|binary|ternary|fixed, scale: none|layer|filter, fl}, ``bias``, ``bias_inside`` (torch adds it inside the GEMM),
+``act_scale`` (XNOR's K), ``output``: real|bits, ``out_H``, shapes), ``batchnorm``, ``sign`` (H), ``maxpool``,
+``relu``, ``hardtanh``, ``flatten``.
+"""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from common.errors import UserError
+from engine import fold, ops
+from engine.fileformat import Packed, read, write
+
+
+class ExportSizes(NamedTuple):
+    packed_bytes: int  # the packed file's size
+    float32_bytes: int  # the network's state_dict (parameters and buffers) held as float32
+
+
+def load(path) -> Packed:
+    """Read a packed file (``engine.fileformat.read``): ``UserError`` with one line for a bad file."""
+    return read(Path(path))
+
+
+def float32_bytes(model: nn.Module) -> int:
+    """Bytes of the network's state_dict at 4 bytes a value (parameters and batch-norm statistics; integer counters
+    such as ``num_batches_tracked`` and quantizer state left out)."""
+    return sum(4 * t.numel() for t in model.state_dict().values() if t.is_floating_point())
+
+
+def _modules(net: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
+    """The network's modules in the order they run: a plain ``nn.Sequential`` (nested ones flattened)."""
+    if type(net) is not nn.Sequential:
+        raise UserError(f"engine export: {prefix or 'the network'} is a {type(net).__name__}; the engine runs plain "
+                        "nn.Sequential networks (no residual blocks yet)")
+    out = []
+    for name, m in net.named_children():
+        full = f"{prefix}.{name}" if prefix else name
+        out += _modules(m, full) if type(m) is nn.Sequential else [(full, m)]
+    return out
+
+
+def _quantizer_name(q) -> str | None:
+    return None if q is None else getattr(q, "registered_name", type(q).__name__)
+
+
+def _activation_kind(m: nn.Module) -> tuple[str, float] | None:
+    """('sign', H) for a binary activation, ('identity', 0) for a quantizer that is nothing at test time, None if
+    ``m`` is not a quantizer."""
+    from common.quant.base import Quantizer
+
+    if not isinstance(m, Quantizer):
+        return None
+    name = _quantizer_name(m)
+    if name == "sign" or (name == "sign_stochastic" and m.eval_mode == "sign"):
+        return "sign", float(m.H)
+    if name == "float" or (name == "sign_stochastic" and m.eval_mode == "real"):
+        return "identity", 0.0
+    raise UserError(f"engine export: activation quantizer {name!r} is not supported by the engine yet")
+
+
+class _Writer:
+    def __init__(self):
+        self.layers: list[dict] = []
+        self.arrays: dict[str, np.ndarray] = {}
+
+    def add(self, op: dict, **arrays) -> dict:
+        i = len(self.layers)
+        op["arrays"] = {}
+        for key, a in arrays.items():
+            if a is None:
+                continue
+            if isinstance(a, torch.Tensor):
+                a = a.detach().cpu().contiguous().numpy()
+            name = f"{i}.{key}"
+            self.arrays[name] = a
+            op["arrays"][key] = name
+        self.layers.append(op)
+        return op
+
+
+def _f32(t: torch.Tensor | None) -> torch.Tensor | None:
+    return None if t is None else t.detach().to(torch.float32)
+
+
+def _decompose_weight(name: str, m: nn.Module) -> tuple[dict, dict]:
+    """The layer's weight as the simulated network uses it -> (spec, arrays), checked to reconstruct it exactly."""
+    wq_mod = getattr(m, "weight_quantizer", None)
+    qname = _quantizer_name(wq_mod)
+    w = m.weight.detach()
+    wq = m.quantized_weight().detach() if qname is not None else w
+    o = wq.shape[0]
+    flat = wq.reshape(o, -1)
+    k = flat.shape[1]
+    upd = getattr(m, "update_quantizer", None)
+    if qname is None and _quantizer_name(upd) == "fixed":
+        qname, wq_mod = "fixed", upd  # stored-value quantization: the weight itself is on the fixed grid
+    if qname in (None, "float") or (qname == "sign_stochastic" and wq_mod.eval_mode == "real"):
+        spec, arrays, rec = {"kind": "float", "scale": "none"}, {"weight": _f32(wq)}, wq
+    elif qname in ("sign", "sign_stochastic", "scaled_sign"):
+        if qname == "scaled_sign":
+            per = wq_mod.per
+            alpha = flat.abs().amax(1) if per == "filter" else flat.abs().amax().view(1)
+            scale = "filter" if per == "filter" else "layer"
+        else:
+            H = float(wq_mod.H)
+            alpha = torch.tensor([H], dtype=torch.float32)
+            scale = "none" if H == 1.0 else "layer"
+        bits = ~torch.signbit(flat)  # alpha * (+-1): the sign bit is the binary value (also for alpha = 0)
+        pm = ops.pm1(bits, flat.dtype)
+        rec = (pm * alpha.view(-1, 1) if scale != "none" else pm).view_as(wq)
+        spec = {"kind": "binary", "scale": scale}
+        arrays = {"weight": ops.pack_bits(bits), "alpha": alpha.float() if scale != "none" else None}
+    elif qname == "ternary":
+        per = wq_mod.per
+        alpha = flat.abs().amax(1) if per == "filter" else flat.abs().amax().view(1)
+        t = torch.sign(flat).to(torch.int8)
+        plus, minus = ops.pack_ternary(t)
+        rec = (t.to(flat.dtype) * alpha.view(-1, 1)).view_as(wq)
+        spec = {"kind": "ternary", "scale": "filter" if per == "filter" else "layer"}
+        arrays = {"plus": plus, "minus": minus, "alpha": alpha.float()}
+    elif qname == "fixed":
+        wl, fl = int(wq_mod.wl), int(wq_mod.fl)
+        q = wq.double() * 2.0**fl
+        dtype = np.int8 if wl <= 8 else np.int16 if wl <= 16 else np.int32
+        info = np.iinfo(dtype)
+        if not bool((q == q.round()).all()) or q.min() < info.min or q.max() > info.max:
+            raise UserError(f"engine export: {name}: weights are not on the fixed-point grid <wl={wl}, fl={fl}>")
+        qi = q.round().to(torch.int64).numpy().astype(dtype)
+        rec = (torch.from_numpy(qi.astype(np.float64)) * 2.0**-fl).to(wq.dtype)
+        spec, arrays = {"kind": "fixed", "scale": "none", "wl": wl, "fl": fl}, {"weight": qi}
+    else:
+        raise UserError(f"engine export: {name}: weight quantizer {qname!r} is not supported by the engine yet")
+    if not torch.equal(rec, wq):
+        raise UserError(f"engine export: {name}: the {qname} weights do not decompose exactly into the packed form")
+    spec["fan_in"] = k
+    return spec, arrays
+
+
+def _input_spec(name: str, m: nn.Module, state: dict) -> dict:
+    """How the layer sees its input: real, bits (already binary), sign (its own binary input quantizer), fixed."""
+    q = getattr(m, "input_quantizer", None)
+    qname = _quantizer_name(q)
+    if qname in (None, "float") or (qname == "sign_stochastic" and q.eval_mode == "real"):
+        return dict(state)
+    if qname in ("sign", "sign_stochastic"):
+        return {"kind": "sign", "H": float(q.H)}
+    if qname == "fixed":
+        if state["kind"] != "real":
+            raise UserError(f"engine export: {name}: a fixed-point input quantizer on binary activations")
+        return {"kind": "fixed", "wl": int(q.wl), "fl": int(q.fl), "rounding": q.rounding, "span": q.span}
+    raise UserError(f"engine export: {name}: input quantizer {qname!r} is not supported by the engine yet")
+
+
+def _int_scale(spec: dict, alpha: torch.Tensor | None, h_in: float) -> torch.Tensor | None:
+    """The float factor of a binary layer's integer accumulator: alpha * H_in (None when it is exactly 1)."""
+    s = alpha if spec["weight"]["scale"] != "none" else None
+    if h_in != 1.0:
+        s = torch.tensor([h_in], dtype=torch.float32) if s is None else s * h_in
+    return s
+
+
+def _layer(name: str, m: nn.Module, state: dict) -> tuple[dict, dict]:
+    conv = isinstance(m, nn.Conv2d)
+    if conv:
+        if m.groups != 1 or tuple(m.dilation) != (1, 1) or m.padding_mode != "zeros" or isinstance(m.padding, str):
+            raise UserError(f"engine export: {name}: only groups=1, dilation=1, numeric zero padding convolutions")
+        spec = {"op": "conv", "in_ch": m.in_channels, "out_ch": m.out_channels, "kernel": list(m.kernel_size),
+                "stride": list(m.stride), "padding": list(m.padding)}
+    else:
+        spec = {"op": "linear", "in_ch": m.in_features, "out_ch": m.out_features}
+    wspec, arrays = _decompose_weight(name, m)
+    spec.update(name=name, covers=[name], input=_input_spec(name, m, state), weight=wspec,
+                bias=m.bias is not None, act_scale=bool(getattr(m, "act_scale", False)),
+                bias_inside=not hasattr(m, "act_scale"), output="real", weight_shape=list(m.weight.shape))
+    arrays["bias"] = _f32(m.bias)
+    return spec, arrays
+
+
+def _binary_path(spec: dict) -> bool:
+    """Binary input (bits, or its own sign) and binary weights: the XNOR / popcount product."""
+    return spec["input"]["kind"] in ("bits", "sign") and spec["weight"]["kind"] == "binary"
+
+
+def _is_bn(m: nn.Module) -> bool:
+    return isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) and m.running_mean is not None
+
+
+def build(net: nn.Module) -> Packed:
+    """Walk the network (eval mode, no gradient) and build the packed form in memory."""
+    mods = _modules(net)
+    w = _Writer()
+    state = {"kind": "real"}
+    i = 0
+    while i < len(mods):
+        name, m = mods[i]
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            spec, arrays = _layer(name, m, state)
+            j, bn = i + 1, None
+            if _binary_path(spec) and not spec["act_scale"]:
+                if j < len(mods) and _is_bn(mods[j][1]):
+                    bn, j = mods[j][1], j + 1
+                act = _activation_kind(mods[j][1]) if j < len(mods) else None
+                if act is not None and act[0] == "sign":
+                    h_in = spec["input"]["H"]
+                    alpha = arrays.get("alpha")
+                    T, d = fold.sign_thresholds(spec["weight"]["fan_in"], spec["out_ch"],
+                                                _int_scale(spec, alpha, h_in), arrays["bias"], bn,
+                                                spec["op"] == "conv", f"engine export: {name}")
+                    spec.update(output="bits", out_H=act[1], covers=[n for n, _ in mods[i:j + 1]],
+                                folded_bn=bn is not None)
+                    arrays.update(threshold=T, direction=d)
+                    w.add(spec, **arrays)
+                    state = {"kind": "bits", "H": act[1]}
+                    i = j + 1
+                    continue
+            w.add(spec, **arrays)
+            state = {"kind": "real"}
+        elif _is_bn(m):
+            w.add({"op": "batchnorm", "name": name, "covers": [name], "eps": float(m.eps), "affine": m.affine},
+                  mean=_f32(m.running_mean), var=_f32(m.running_var), weight=_f32(m.weight), bias=_f32(m.bias))
+            state = {"kind": "real"}
+        elif _activation_kind(m) is not None:
+            kind, H = _activation_kind(m)
+            if kind == "sign":
+                w.add({"op": "sign", "name": name, "covers": [name], "H": H})
+                state = {"kind": "bits", "H": H}
+        elif isinstance(m, nn.MaxPool2d):
+            as2 = lambda v: list(v) if isinstance(v, (tuple, list)) else [v, v]  # noqa: E731
+            w.add({"op": "maxpool", "name": name, "covers": [name], "kernel": as2(m.kernel_size),
+                   "stride": as2(m.stride), "padding": as2(m.padding), "dilation": as2(m.dilation),
+                   "ceil_mode": bool(m.ceil_mode)})
+        elif isinstance(m, nn.Flatten):
+            w.add({"op": "flatten", "name": name, "covers": [name], "start": m.start_dim, "end": m.end_dim})
+        elif isinstance(m, nn.ReLU):
+            w.add({"op": "relu", "name": name, "covers": [name]})
+            state = {"kind": "real"}
+        elif isinstance(m, nn.Hardtanh):
+            w.add({"op": "hardtanh", "name": name, "covers": [name], "min": float(m.min_val), "max": float(m.max_val)})
+            state = {"kind": "real"}
+        elif isinstance(m, (nn.Identity, nn.Dropout)):
+            pass
+        else:
+            raise UserError(f"engine export: {name}: {type(m).__name__} is not supported by the engine yet")
+        i += 1
+    return Packed(layers=w.layers, arrays=w.arrays)
+
+
+def export(model: nn.Module, path, meta: dict | None = None) -> int:
+    """Write ``model`` (a ``Classifier`` or its network) as a packed file at ``path``; returns the file's size in
+    bytes. ``meta`` (JSON-serialisable: the config name, ...) is stored in the header, with ``in_shape`` and
+    ``num_classes`` when the model knows them and the float32 size of its state_dict."""
+    net = getattr(model, "model", model)
+    info = dict(meta or {})
+    hp = getattr(model, "hparams", None)
+    if hp is not None and "in_shape" in hp:
+        info.setdefault("in_shape", list(hp["in_shape"]))
+        info.setdefault("num_classes", int(hp["num_classes"]))
+    info.setdefault("float32_bytes", float32_bytes(net))
+    modes = {m: m.training for m in net.modules()}
+    net.eval()
+    try:
+        with torch.no_grad():
+            packed = build(net)
+    finally:
+        for m, t in modes.items():
+            m.train(t)
+    packed.meta = info
+    return write(packed, Path(path))
+
+
+def _import_papers() -> None:
+    """Import every paper package, so that the models and quantizers they register exist."""
+    import papers
+
+    for p in sorted(Path(papers.__file__).parent.iterdir()):
+        if (p / "__init__.py").is_file():
+            importlib.import_module(f"papers.{p.name}")
+
+
+def model_from_checkpoint(ckpt_path) -> tuple[nn.Module, dict]:
+    """Rebuild the ``Classifier`` of a checkpoint written by this suite (read as data only) with its weights;
+    returns (module in eval mode, its config dict)."""
+    from common.checkpoint import read_checkpoint
+    from common.data import DATASETS
+    from common.module import Classifier
+
+    ckpt = read_checkpoint(Path(ckpt_path), "checkpoint")
+    cfg = (ckpt.get("hyper_parameters") or {}).get("config")
+    if not isinstance(cfg, dict):
+        raise UserError(f"checkpoint {ckpt_path}: not a checkpoint of this suite's train command (no config)")
+    _import_papers()
+    data = DATASETS.get((cfg.get("data") or {}).get("name"))
+    if data is None:
+        raise UserError(f"checkpoint {ckpt_path}: unknown dataset in its config")
+    module = Classifier(cfg, data.shape, data.num_classes)
+    try:
+        module.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as e:
+        raise UserError(f"checkpoint {ckpt_path}: its weights do not fit its config's network "
+                        f"({str(e).splitlines()[0]})") from None
+    return module.eval(), cfg
+
+
+def export_checkpoint(ckpt_path, out_path, meta: dict | None = None) -> ExportSizes:
+    """Rebuild the network of a suite checkpoint and write its packed file; returns (packed bytes, float32 bytes
+    of the state_dict)."""
+    module, cfg = model_from_checkpoint(ckpt_path)
+    info = {"checkpoint": str(ckpt_path), "description": cfg.get("description", ""), "data": cfg.get("data"),
+            **(meta or {})}
+    size = export(module, out_path, info)
+    return ExportSizes(size, float32_bytes(module.model))

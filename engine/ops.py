@@ -1,0 +1,120 @@
+"""The arithmetic of the engine: bit packing and the integer GEMMs behind the packed layers.
+
+Bit layout (the file's and the engine's): a row of K values in {-1, +1} is K bits, bit 1 for +1 and bit 0 for -1,
+packed little-endian within each byte (value j of the row is bit j % 8 of byte j // 8: ``numpy.packbits(...,
+bitorder="little")``), and the row is padded with 0 bits to a multiple of 64 bits (8 bytes), so a kernel can read it
+as whole uint64 words. Padding bits are 0 in both operands of a product, so they never count in XOR-popcount.
+
+Ternary values {-1, 0, +1} are two such bit-planes: ``plus`` (bit 1 where the value is +1) and ``minus`` (bit 1
+where it is -1); t = plus - minus.
+
+``binary_gemm`` is the one entry point for the binary-activation x binary-weight product (XNOR / popcount). Its
+backend is chosen by name from ``BACKENDS``; this slice has two plain-torch ones, both exact:
+
+- ``"unpack"`` (default): unpack both operands to +-1 float32 and multiply. Every partial sum of a +-1 x +-1 dot
+  product is an integer of magnitude <= K, and float32 represents every integer below 2**24 exactly, so the matmul
+  is exact in any summation order (K < 2**24 is checked).
+- ``"popcount"``: the paper's arithmetic itself, dot = K - 2 * popcount(a XOR b), with a 256-entry popcount lookup
+  table on the uint8 bytes (slow; the reference the fused kernels will be checked against).
+
+A fused kernel (AVX-512 VPOPCNTDQ / AVX2 / scalar) later registers itself in ``BACKENDS`` and becomes the default;
+nothing else in the engine changes.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+
+WORD_BITS = 64
+_BIT_WEIGHTS = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8)
+_SHIFTS = torch.arange(8, dtype=torch.uint8)
+POPCOUNT_LUT = torch.tensor([bin(i).count("1") for i in range(256)], dtype=torch.int32)
+
+
+def padded_bytes(k: int) -> int:
+    """Bytes of a packed row of ``k`` bits, padded to whole 64-bit words."""
+    return -(-k // WORD_BITS) * (WORD_BITS // 8)
+
+
+def pack_bits(bits: torch.Tensor) -> torch.Tensor:
+    """Pack a bool tensor (..., K) (True = +1) into uint8 (..., padded_bytes(K)), little-endian bit order, each row
+    padded with 0 bits to a multiple of 64 bits."""
+    *lead, k = bits.shape
+    nb = padded_bytes(k)
+    b = bits.to(torch.uint8)
+    if nb * 8 != k:
+        b = torch.nn.functional.pad(b, (0, nb * 8 - k))
+    b = b.reshape(*lead, nb, 8)
+    return (b * _BIT_WEIGHTS).sum(-1, dtype=torch.uint8) if b.numel() else b.sum(-1, dtype=torch.uint8)
+
+
+def unpack_bits(packed: torch.Tensor, k: int) -> torch.Tensor:
+    """Inverse of ``pack_bits``: uint8 (..., B) -> bool (..., k) (True = +1)."""
+    *lead, nb = packed.shape
+    if nb * 8 < k:
+        raise ValueError(f"a packed row of {nb} bytes holds fewer than {k} bits")
+    bits = (packed.unsqueeze(-1) >> _SHIFTS) & 1
+    return bits.reshape(*lead, nb * 8)[..., :k].bool()
+
+
+def pack_ternary(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """{-1, 0, +1} values (..., K) -> the two packed bit-planes (plus, minus)."""
+    return pack_bits(t > 0), pack_bits(t < 0)
+
+
+def unpack_ternary(plus: torch.Tensor, minus: torch.Tensor, k: int) -> torch.Tensor:
+    """The two bit-planes -> int8 values in {-1, 0, +1}; a position set in both planes is not ternary."""
+    p, m = unpack_bits(plus, k), unpack_bits(minus, k)
+    if bool((p & m).any()):
+        raise ValueError("ternary bit-planes overlap (a value both +1 and -1)")
+    return p.to(torch.int8) - m.to(torch.int8)
+
+
+def pm1(bits: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """bool (True = +1) -> +-1 values of ``dtype``."""
+    return bits.to(dtype) * 2 - 1
+
+
+# ------------------------------------------------------------------------------------------------ binary GEMM
+
+def _gemm_unpack(a: torch.Tensor, b: torch.Tensor, k: int) -> torch.Tensor:
+    """Exact: +-1 float32 matmul (every partial sum is an integer of magnitude <= k < 2**24)."""
+    return (pm1(unpack_bits(a, k)) @ pm1(unpack_bits(b, k)).T).to(torch.int32)
+
+
+def _gemm_popcount(a: torch.Tensor, b: torch.Tensor, k: int, chunk: int = 256) -> torch.Tensor:
+    """dot(a, b) = k - 2 popcount(a XOR b) on the packed bytes, popcount by lookup table (padding bits are 0 in both
+    operands, so they XOR to 0)."""
+    out = torch.empty(a.shape[0], b.shape[0], dtype=torch.int32)
+    for i in range(0, a.shape[0], chunk):
+        x = torch.bitwise_xor(a[i:i + chunk, None, :], b[None, :, :])
+        out[i:i + chunk] = k - 2 * POPCOUNT_LUT[x.long()].sum(-1, dtype=torch.int32)
+    return out
+
+
+BACKENDS: dict[str, Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]] = {
+    "unpack": _gemm_unpack, "popcount": _gemm_popcount}
+DEFAULT_BACKEND = "unpack"
+
+
+def binary_gemm(a: torch.Tensor, b: torch.Tensor, k: int, backend: str | None = None) -> torch.Tensor:
+    """Dot products of +-1 vectors held as packed bits: ``a`` uint8 (M, B), ``b`` uint8 (N, B), both rows of ``k``
+    bits padded to B = padded_bytes(k) bytes -> int32 (M, N), out[i, j] = sum_t a_it * b_jt, exactly.
+
+    This is the function a fused popcount kernel replaces (register it in ``BACKENDS``)."""
+    if a.dtype != torch.uint8 or b.dtype != torch.uint8 or a.shape[1] != b.shape[1] or a.shape[1] != padded_bytes(k):
+        raise ValueError(f"binary_gemm: need uint8 (M, {padded_bytes(k)}) and (N, {padded_bytes(k)}) packed rows, "
+                         f"got {tuple(a.shape)} {a.dtype} and {tuple(b.shape)} {b.dtype}")
+    if k >= 2**24:
+        raise ValueError(f"binary_gemm: K = {k} >= 2**24 is past exact float32 accumulation")
+    return BACKENDS[backend or DEFAULT_BACKEND](a.contiguous(), b.contiguous(), k)
+
+
+def numpy_pack_bits(bits: np.ndarray) -> np.ndarray:
+    """The same layout as ``pack_bits`` with numpy (for checking it and for other readers of the file)."""
+    k = bits.shape[-1]
+    padded = np.zeros(bits.shape[:-1] + (padded_bytes(k) * 8,), dtype=bool)
+    padded[..., :k] = bits
+    return np.packbits(padded, axis=-1, bitorder="little")

@@ -1,0 +1,278 @@
+"""Run a packed network in the arithmetic its paper promises.
+
+``Engine(path)`` loads a file written by ``engine.export`` and ``engine(x)`` maps a float32 batch (N, C, H, W), as
+the data module gives it, to float32 logits. Activations travel between ops either as real float32 tensors or as
+*bits* (bool, True = +H, False = -H). Per layer:
+
+- **binary input x binary weights** (BNN, XNOR-Net's inner layers): im2col of the input bits (``F.unfold``), the
+  columns packed 64 bits a word (``engine.ops.pack_bits``), and the integer dot products from
+  ``engine.ops.binary_gemm`` (XNOR + popcount; exact). Then either the folded BN + sign thresholds (integer
+  comparisons, bits out, see ``engine.fold``), or the real value k * alpha * H_in (* K) + bias in float32.
+- **real input x binary / ternary weights** (BinaryConnect, BWN, TWN; the first layer of BNN): a float GEMM with
+  the +-1 (or -1/0/+1) weights, times alpha afterwards when there is one (one multiply per output, the papers'
+  promise); without alpha (BinaryConnect, BNN: H = 1) it is the very conv/linear the simulated network runs.
+- **fixed-point weights**: with a fixed-point input, an exact integer GEMM (in float64: |sum| < 2**53 checked)
+  scaled by 2^-(fl_x + fl_w), a power of two; with a real input, the float GEMM with the decoded weights q 2^-fl
+  (exact: a power-of-two scale commutes with every rounding).
+- **float weights** (first/last layers left real): the float GEMM, with +-H inputs where the input is bits.
+- batch norm, ReLU, hard tanh: torch's own float32 ops; max pooling of bits is an OR (max of +-1).
+
+**Zero padding of a bit-packed input.** The simulated network pads a +-1 activation with 0, a value a bit cannot
+hold. The engine pads the bits with 0, i.e. with -1, so the popcount dot product counts every padded tap i as
+(-1) * w_i. The exact dot product with 0-padding is then k_true = k_packed + sum over the padded taps of w_i. That
+correction depends only on the output position (which taps fall in the padding) and the filter, not on the image,
+so it is computed once per input size as a convolution of a 0/1 "padding indicator" image with the +-1 filters
+(``Engine._pad_correction``) and added to every image's accumulators.
+
+**Exactness** (tests/test_engine.py): for layers whose simulated float32 computation is itself exact (+-1 x +-1
+products without a bias term, every partial sum an integer below 2**24) the engine's integers are the simulated
+values bit for bit, and the folded thresholds reproduce sign(BN(.)) bit for bit (engine.fold). Where the simulated
+network rounds differently from the paper's arithmetic, the two agree to float32 rounding, not bit for bit:
+torch adds a layer's bias inside its blocked GEMM (so its pre-activation is k + b rounded in an order that depends
+on the BLAS blocking), and BWN / XNOR / TWN multiply alpha into the weights before summing while the engine
+multiplies the exact integer (or float) sum by alpha once. Those differences are ulps of the pre-activation; a
+binary activation can differ only where BN's zero crossing falls within such an ulp of an attainable value.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from common.errors import UserError
+from engine import ops
+from engine.fileformat import Packed, read
+from engine.fold import apply_thresholds, int_to_real
+
+
+class _Bits:
+    """A binary activation: ``bits`` bool (True = +H), and H."""
+
+    __slots__ = ("bits", "H")
+
+    def __init__(self, bits: torch.Tensor, H: float):
+        self.bits, self.H = bits, H
+
+    def real(self) -> torch.Tensor:
+        y = ops.pm1(self.bits)
+        return y if self.H == 1.0 else y * self.H
+
+
+def _real(a) -> torch.Tensor:
+    return a.real() if isinstance(a, _Bits) else a
+
+
+def _t(a: np.ndarray | None) -> torch.Tensor | None:
+    return None if a is None else torch.from_numpy(np.array(a))  # a writable copy, native byte order
+
+
+class _Layer:
+    """A conv / linear op with its arrays decoded once."""
+
+    def __init__(self, spec: dict, arrays: dict[str, torch.Tensor]):
+        self.spec, self.conv = spec, spec["op"] == "conv"
+        w = spec["weight"]
+        self.kind, self.k = w["kind"], w["fan_in"]
+        self.o = spec["out_ch"]
+        self.shape = tuple(spec["weight_shape"])
+        self.bias = arrays.get("bias")
+        self.alpha = arrays.get("alpha") if w["scale"] != "none" else None
+        self.packed = arrays.get("weight") if self.kind == "binary" else None
+        self.T, self.dir = arrays.get("threshold"), arrays.get("direction")
+        if self.kind == "float":
+            self.w_real = arrays["weight"]
+        elif self.kind == "binary":
+            self.w_real = ops.pm1(ops.unpack_bits(self.packed, self.k)).view(self.shape)
+        elif self.kind == "ternary":
+            self.w_real = ops.unpack_ternary(arrays["plus"], arrays["minus"], self.k).to(torch.float32).view(self.shape)
+        elif self.kind == "fixed":
+            self.w_int = arrays["weight"]
+            self.w_real = (self.w_int.double() * 2.0 ** -w["fl"]).float()  # exact: q 2^-fl
+        else:
+            raise UserError(f"packed model: layer {spec.get('name')}: unknown weight kind {self.kind!r}")
+        self._corr: dict[tuple[int, int], torch.Tensor] = {}
+
+    # -------------------------------------------------------------------------------------------- helpers
+
+    def _gemm(self, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        if self.conv:
+            s = self.spec
+            return F.conv2d(x, w, bias, s["stride"], s["padding"])
+        return F.linear(x, w, bias)
+
+    def _pad_correction(self, hw: tuple[int, int]) -> torch.Tensor | None:
+        """sum of w_i over the padded taps of each output position, (1, O, Ho, Wo) int32 (None without padding):
+        the engine's bit padding counts those taps as -1 where the simulated network's zeros count 0."""
+        ph, pw = self.spec["padding"]
+        if not (ph or pw):
+            return None
+        if hw not in self._corr:
+            ind = torch.ones(1, self.shape[1], hw[0] + 2 * ph, hw[1] + 2 * pw)
+            ind[:, :, ph:ph + hw[0], pw:pw + hw[1]] = 0
+            c = F.conv2d(ind, self.w_real, None, self.spec["stride"])  # small integers: exact in float32
+            self._corr[hw] = c.round().to(torch.int32)
+        return self._corr[hw]
+
+    def _scale_K(self, x_real: torch.Tensor | None) -> torch.Tensor | None:
+        """XNOR-Net's activation scale K (Eq. 11) from the layer's real input, as papers.xnor computes it."""
+        if not self.spec["act_scale"]:
+            return None
+        if self.conv:
+            a = x_real.abs().mean(1, keepdim=True)
+            s = self.spec
+            return F.avg_pool2d(a, s["kernel"], s["stride"], s["padding"], count_include_pad=True)
+        return x_real.abs().mean(1, keepdim=True)
+
+    # -------------------------------------------------------------------------------------------- paths
+
+    def _binary(self, b: _Bits, K: torch.Tensor | None):
+        """Binary input x binary weights: packed XNOR-popcount GEMM, exact integers."""
+        x = b.bits
+        n = x.shape[0]
+        if self.conv:
+            h, w = x.shape[2], x.shape[3]
+            s = self.spec
+            cols = F.unfold(x.to(torch.float32), s["kernel"], padding=s["padding"], stride=s["stride"])  # (N, K, L)
+            L = cols.shape[2]
+            ho = (h + 2 * s["padding"][0] - s["kernel"][0]) // s["stride"][0] + 1
+            wo = L // ho
+            a = ops.pack_bits(cols.transpose(1, 2).reshape(n * L, self.k) > 0.5)
+            k = ops.binary_gemm(a, self.packed, self.k).view(n, L, self.o).permute(0, 2, 1).reshape(n, self.o, ho, wo)
+            corr = self._pad_correction((h, w))
+            if corr is not None:
+                k = k + corr
+        else:
+            k = ops.binary_gemm(ops.pack_bits(x.reshape(n, self.k)), self.packed, self.k)
+        if self.spec["output"] == "bits":
+            return _Bits(apply_thresholds(k, self.T, self.dir), self.spec["out_H"])
+        scale = self.alpha
+        if b.H != 1.0:
+            scale = torch.tensor([b.H], dtype=torch.float32) if scale is None else scale * b.H
+        return int_to_real(k, scale, self.bias, K)
+
+    def _fixed_int(self, x: torch.Tensor) -> torch.Tensor:
+        """Fixed-point input x fixed-point weights: exact integer GEMM (float64 holds integers below 2**53)."""
+        inp = self.spec["input"]
+        xi = torch.round(x.double() * 2.0 ** inp["fl"])
+        wi = self.w_int.double()
+        bound = xi.abs().amax().item() * wi.abs().sum(dim=tuple(range(1, wi.dim()))).amax().item()
+        if bound >= 2**53:
+            raise UserError(f"layer {self.spec['name']}: integer accumulator may exceed 2**53")
+        acc = self._gemm(xi, wi)
+        y = (acc * 2.0 ** -(inp["fl"] + self.spec["weight"]["fl"])).float()
+        return y if self.bias is None else y + self.bias.view([1, -1] + [1] * (y.dim() - 2))
+
+    def __call__(self, a):
+        inp = self.spec["input"]
+        x_real = None
+        if inp["kind"] == "sign":
+            x_real = _real(a)
+            K = self._scale_K(x_real)
+            a = _Bits(x_real >= 0, inp["H"]) if not isinstance(a, _Bits) else _Bits(a.bits, inp["H"])
+        else:
+            K = self._scale_K(_real(a)) if self.spec["act_scale"] else None
+        if isinstance(a, _Bits) and self.kind == "binary":
+            return self._binary(a, K)
+        x = _real(a)
+        if inp["kind"] == "fixed":
+            from common.quant.fixed import to_fixed
+
+            x = to_fixed(x, inp["wl"], inp["fl"], inp["rounding"], inp["span"])
+            if self.kind == "fixed" and not self.spec["act_scale"]:
+                return self._fixed_int(x)
+        post_scale = self.alpha is not None
+        if self.spec["bias_inside"] and not post_scale and K is None:
+            return self._gemm(x, self.w_real, self.bias)  # the simulated network's own op
+        y = self._gemm(x, self.w_real)
+        if post_scale:
+            y = y * self.alpha.view([1, -1] + [1] * (y.dim() - 2))
+        if K is not None:
+            y = y * K
+        if self.bias is not None:
+            y = y + self.bias.view([1, -1] + [1] * (y.dim() - 2))
+        return y
+
+
+class Engine:
+    """A packed network, ready to run. ``Engine(path)`` or ``Engine(packed)``; ``engine(x)`` -> logits;
+    ``engine.predict(x)`` -> class indices; ``engine.run(x, trace=True)`` also returns every op's output (bits as
+    +-H float32) with the name of the last module it covers, for comparing with the simulated network."""
+
+    def __init__(self, source):
+        self.path = None if isinstance(source, Packed) else Path(source)
+        self.packed = source if isinstance(source, Packed) else read(self.path)
+        self.meta = self.packed.meta
+        self.ops: list[tuple[dict, object]] = []
+        for i, spec in enumerate(self.packed.layers):
+            arrays = {k: _t(self.packed.arrays[v]) for k, v in spec.get("arrays", {}).items()}
+            try:
+                self.ops.append((spec, self._op(spec, arrays)))
+            except KeyError as e:
+                raise UserError(f"packed model {self.path}: layer {i} ({spec.get('op')}) lacks {e}") from None
+
+    def _op(self, spec: dict, arr: dict):
+        op = spec["op"]
+        if op in ("conv", "linear"):
+            return _Layer(spec, arr)
+        if op == "batchnorm":
+            mean, var, w, b, eps = arr["mean"], arr["var"], arr.get("weight"), arr.get("bias"), spec["eps"]
+            return lambda a: F.batch_norm(_real(a), mean, var, w, b, False, 0.0, eps)
+        if op == "sign":
+            H = spec["H"]
+            return lambda a: _Bits(a.bits, H) if isinstance(a, _Bits) else _Bits(a >= 0, H)
+        if op == "maxpool":
+            kw = dict(kernel_size=spec["kernel"], stride=spec["stride"], padding=spec["padding"],
+                      dilation=spec["dilation"], ceil_mode=spec["ceil_mode"])
+
+            def pool(a):
+                if isinstance(a, _Bits):  # max of +-H values: OR of the bits (padding counts as -H)
+                    return _Bits(F.max_pool2d(a.bits.to(torch.float32), **kw) > 0.5, a.H)
+                return F.max_pool2d(a, **kw)
+            return pool
+        if op == "flatten":
+            s, e = spec["start"], spec["end"]
+            return lambda a: _Bits(a.bits.flatten(s, e), a.H) if isinstance(a, _Bits) else a.flatten(s, e)
+        if op == "relu":
+            return lambda a: F.relu(_real(a))
+        if op == "hardtanh":
+            lo, hi = spec["min"], spec["max"]
+            return lambda a: F.hardtanh(_real(a), lo, hi)
+        raise UserError(f"packed model {self.path}: unknown op {op!r} (a newer format?)")
+
+    @torch.no_grad()
+    def run(self, x: torch.Tensor, trace: bool = False):
+        """Logits of a float32 batch; with ``trace``, (logits, [(module name, output as float32, is_bits), ...]):
+        each op's output under the name of the last simulated module it covers (bits as +-H)."""
+        a = x.to(torch.float32)
+        seen = []
+        for spec, fn in self.ops:
+            a = fn(a)
+            if trace:
+                seen.append((spec["covers"][-1], _real(a), isinstance(a, _Bits)))
+        out = _real(a)
+        return (out, seen) if trace else out
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.run(x)
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        return self.run(x).argmax(1)
+
+    def describe(self) -> list[str]:
+        """One line per op: what it computes and in which arithmetic."""
+        lines = []
+        for spec, _ in self.ops:
+            if spec["op"] in ("conv", "linear"):
+                w, i = spec["weight"], spec["input"]["kind"]
+                binary = i in ("bits", "sign") and w["kind"] == "binary"
+                how = ("xnor-popcount integer GEMM" + (" + folded BN/sign thresholds" if spec["output"] == "bits"
+                                                       else " -> float32")) if binary else \
+                    ("integer GEMM (fixed x fixed)" if i == "fixed" and w["kind"] == "fixed" else
+                     f"float GEMM ({w['kind']} weights{', x alpha' if w['scale'] != 'none' else ''})")
+                lines.append(f"{'+'.join(spec['covers'])}: {spec['op']} {spec['in_ch']}->{spec['out_ch']}, "
+                             f"input {i}, weights {w['kind']}/{w['scale']}: {how}")
+            else:
+                lines.append(f"{'+'.join(spec['covers'])}: {spec['op']}")
+        return lines

@@ -1,0 +1,323 @@
+"""The packed-network engine (engine/): file format, packing round trips, exact BN+sign folding, and agreement of the
+engine with the simulated (float32, eval mode) network.
+
+Tolerance stated once: binary activations (every op's bits) must be *equal*, predictions (argmax) *equal*, and
+logits within LOGIT_TOL * max(1, max |logit|). The engine computes the papers' arithmetic (exact integer popcount
+sums, alpha applied once per output) where the simulation multiplies alpha into the weights and adds the bias
+inside the BLAS accumulation; those differ by float32 rounding only (seen: <= 1e-6 relative on these nets, 0 for
+BNN, XNOR-with-float-last-layer and BinaryConnect).
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from common.config import load_config
+from common.errors import UserError
+from common.module import Classifier
+from common.quant import QConv2d, QLinear
+from common.quant.binary import ScaledSign, Sign
+from common.quant.fixed import Fixed
+from common.quant.ternary import Ternary
+from engine import Engine, export, export_checkpoint, load, ops
+from engine.fileformat import MAGIC
+from engine.fold import apply_thresholds, int_to_real, sign_thresholds
+
+ROOT = Path(__file__).resolve().parent.parent
+LOGIT_TOL = 1e-5
+SHARED = [("bnn", "mnist_lenet5"), ("xnor", "mnist_lenet5_xnor"), ("xnor", "mnist_lenet5_bwn"),
+          ("binaryconnect", "mnist_lenet5_det"), ("twn", "mnist_lenet5")]
+
+
+def simulate(net: nn.Sequential, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every module's output of the simulated network (eval mode), by module name."""
+    out = {}
+    with torch.no_grad():
+        for name, m in net.named_children():
+            x = m(x)
+            out[name] = x
+    return out
+
+
+def check_agrees(net: nn.Sequential, engine: Engine, x: torch.Tensor) -> None:
+    sim = simulate(net, x)
+    logits, trace = engine.run(x, trace=True)
+    for name, act, is_bits in trace:  # ops whose output is binary must give the very same bits
+        if is_bits:
+            assert torch.equal(act, sim[name]), f"binary activations after {name} differ"
+        else:
+            assert act.shape == sim[name].shape
+    ref = sim[list(sim)[-1]]
+    assert torch.equal(logits.argmax(1), ref.argmax(1))
+    tol = LOGIT_TOL * max(1.0, float(ref.abs().max()))
+    assert float((logits - ref).abs().max()) <= tol
+
+
+def randomize_bn(net: nn.Module, g: torch.Generator, zero_gamma: bool = True) -> None:
+    """Non-trivial eval statistics, some gamma < 0 and (optionally) one gamma == 0 per layer."""
+    for m in net.modules():
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            n = m.num_features
+            with torch.no_grad():
+                m.running_mean.copy_(torch.randn(n, generator=g) * 3)
+                m.running_var.copy_(torch.rand(n, generator=g) * 20 + 0.5)
+                m.weight.copy_(torch.randn(n, generator=g))
+                m.bias.copy_(torch.randn(n, generator=g))
+                if zero_gamma:
+                    m.weight[0] = 0.0
+
+
+# ------------------------------------------------------------------------------------------------ packing
+
+@pytest.mark.parametrize("k", [1, 7, 63, 64, 65, 500, 801])
+def test_bit_packing_round_trip_and_numpy_layout(k):
+    bits = torch.rand(5, k) < 0.5
+    packed = ops.pack_bits(bits)
+    assert packed.dtype == torch.uint8 and packed.shape == (5, ops.padded_bytes(k)) and packed.shape[1] % 8 == 0
+    assert torch.equal(ops.unpack_bits(packed, k), bits)
+    assert np.array_equal(packed.numpy(), ops.numpy_pack_bits(bits.numpy()))
+    t = torch.randint(-1, 2, (3, k), dtype=torch.int8)
+    assert torch.equal(ops.unpack_ternary(*ops.pack_ternary(t), k), t)
+
+
+@pytest.mark.parametrize("k", [1, 45, 64, 129, 500])
+def test_binary_gemm_backends_are_exact(k):
+    a, b = torch.rand(37, k) < 0.5, torch.rand(11, k) < 0.5
+    ref = ops.pm1(a, torch.int64) @ ops.pm1(b, torch.int64).T
+    pa, pb = ops.pack_bits(a), ops.pack_bits(b)
+    for backend in ops.BACKENDS:
+        out = ops.binary_gemm(pa, pb, k, backend=backend)
+        assert out.dtype == torch.int32 and torch.equal(out.long(), ref), backend
+
+
+def test_packed_weights_round_trip(tmp_path):
+    """sign / scaled_sign / ternary / fixed weights come back as the very values the simulated layer uses."""
+    layers = [QLinear(70, 9, weight=Sign()), QLinear(70, 9, weight=ScaledSign(per="filter")),
+              QLinear(70, 9, weight=Ternary(per="filter")), QLinear(70, 9, weight=Ternary(per="layer")),
+              QLinear(70, 9, weight=Fixed(wl=8, fl=5)), QLinear(70, 9, weight=Fixed(wl=12, fl=9))]
+    for layer in layers:
+        net = nn.Sequential(layer).eval()
+        export(net, tmp_path / "w.lbp")
+        eng = Engine(tmp_path / "w.lbp")
+        lay = eng.ops[0][1]
+        w = lay.w_real * (lay.alpha.view(-1, 1) if lay.alpha is not None else 1)
+        with torch.no_grad():
+            assert torch.equal(w, layer.quantized_weight()), layer.weight_quantizer
+
+
+# ------------------------------------------------------------------------------------------------ folding
+
+@pytest.mark.parametrize("spatial", [False, True])
+def test_thresholds_reproduce_bn_sign_exactly(spatial):
+    g = torch.Generator().manual_seed(3)
+    c, fan_in = 13, 75
+    bn = (nn.BatchNorm2d if spatial else nn.BatchNorm1d)(c).eval()
+    randomize_bn(bn, g)
+    with torch.no_grad():
+        bn.weight[1] = -bn.weight[1].abs()  # a gamma < 0
+        bn.running_mean[2] = 1e4  # a flip outside [-F, F]: constant output
+    alpha = torch.rand(c, generator=g) * 0.1
+    bias = torch.randn(c, generator=g)
+    for scale in (None, alpha):
+        T, d = sign_thresholds(fan_in, c, scale, bias, bn, spatial, "test")
+        ks = torch.arange(-fan_in, fan_in + 1, dtype=torch.int32)
+        k = ks.view(-1, 1, 1, 1).expand(-1, c, 1, 1) if spatial else ks.view(-1, 1).expand(-1, c)
+        with torch.no_grad():
+            want = bn(int_to_real(k, scale, bias)) >= 0
+        assert torch.equal(apply_thresholds(k, T, d), want)
+        assert int(d[1]) == -1 or bool(want[:, 1].all() | (~want[:, 1]).all())
+
+
+# ------------------------------------------------------------------------------------------------ random layers
+
+def tiny_binary_net(pad: int, stride: int, bias: bool, weight: str, g: torch.Generator) -> nn.Sequential:
+    """Odd channel counts (3 -> 5 -> 7 -> 9), 13x13 input: real-input first layer, binary-input convs with BN+sign,
+    one without BN, max pooling of bits, a binary FC with BN+sign and a binary last layer."""
+    def wq():
+        return Sign() if weight == "sign" else ScaledSign(per="filter")
+
+    convs = nn.Sequential(
+        QConv2d(3, 5, 3, padding=pad, bias=bias, weight=wq()), nn.BatchNorm2d(5), Sign(ste="htanh"),
+        QConv2d(5, 7, 3, stride=stride, padding=pad, bias=bias, weight=wq()), nn.BatchNorm2d(7), Sign(ste="htanh"),
+        QConv2d(7, 9, 3, padding=pad, bias=bias, weight=wq()), Sign(ste="htanh"), nn.MaxPool2d(2), nn.Flatten())
+    n = convs(torch.zeros(1, 3, 13, 13)).shape[1]
+    net = nn.Sequential(*convs, QLinear(n, 11, bias=bias, weight=wq()), nn.BatchNorm1d(11), Sign(ste="htanh"),
+                        QLinear(11, 3, bias=bias, weight=wq()))
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, (QConv2d, QLinear)):
+                m.weight.uniform_(-1, 1, generator=g)
+    randomize_bn(net, g)
+    return net.eval()
+
+
+@pytest.mark.parametrize("pad,stride,batch,bias,weight", [
+    (0, 1, 4, False, "sign"), (1, 1, 4, False, "sign"), (1, 2, 1, False, "sign"), (2, 2, 3, True, "sign"),
+    (1, 2, 4, True, "scaled_sign"), (0, 1, 1, False, "scaled_sign")])
+def test_random_binary_layers_agree(tmp_path, pad, stride, batch, bias, weight):
+    g = torch.Generator().manual_seed(100 * pad + 10 * stride + batch)
+    net = tiny_binary_net(pad, stride, bias, weight, g)
+    export(net, tmp_path / "t.lbp", {"test": "tiny"})
+    eng = Engine(tmp_path / "t.lbp")
+    assert any("popcount" in line and "thresholds" in line for line in eng.describe())
+    for _ in range(3):
+        check_agrees(net, eng, torch.randn(batch, 3, 13, 13, generator=g))
+
+
+def test_fixed_point_layer_integer_arithmetic(tmp_path):
+    g = torch.Generator().manual_seed(5)
+    net = nn.Sequential(QConv2d(3, 5, 3, padding=1, weight=Fixed(wl=8, fl=6), input=Fixed(wl=8, fl=4)), nn.ReLU(),
+                        nn.Flatten(), QLinear(5 * 9 * 9, 4, weight=Fixed(wl=16, fl=12), input=Fixed(wl=16, fl=8)))
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, (QConv2d, QLinear)):
+                m.weight.uniform_(-0.5, 0.5, generator=g)
+    export(net.eval(), tmp_path / "f.lbp")
+    eng = Engine(tmp_path / "f.lbp")
+    assert sum("integer GEMM (fixed x fixed)" in line for line in eng.describe()) == 2
+    check_agrees(net, eng, torch.rand(2, 3, 9, 9, generator=g) * 4 - 2)
+
+
+# ------------------------------------------------------------------------------------------------ the suite's nets
+
+def shared_net(paper: str, name: str, seed: int = 0) -> Classifier:
+    """LeNet-5 20-50-500 of the shared setting, random init, batch-norm statistics from 3 random training batches."""
+    torch.manual_seed(seed)
+    _, cfg = load_config(name, ROOT / "papers" / paper / "configs")
+    model = Classifier(cfg.to_dict(), (1, 28, 28), 10)
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.rand(64, 1, 28, 28))
+    return model.eval()
+
+
+@pytest.mark.parametrize("paper,name", SHARED)
+def test_shared_setting_nets_agree(tmp_path, paper, name):
+    model = shared_net(paper, name)
+    size = export(model, tmp_path / "m.lbp", {"config": f"{paper}/{name}"})
+    assert size == (tmp_path / "m.lbp").stat().st_size
+    eng = Engine(tmp_path / "m.lbp")
+    assert eng.meta["config"] == f"{paper}/{name}" and eng.meta["in_shape"] == [1, 28, 28]
+    g = torch.Generator().manual_seed(1)
+    for n in (1, 64):
+        check_agrees(model.model, eng, torch.rand(n, 1, 28, 28, generator=g))
+    if paper in ("bnn", "xnor") and name != "mnist_lenet5_bwn":
+        assert sum("thresholds" in line for line in eng.describe()) == 2  # conv2 and fc1: popcount + folded BN
+
+
+def test_export_checkpoint(tmp_path):
+    model = shared_net("bnn", "mnist_lenet5", seed=4)
+    ckpt = tmp_path / "best.ckpt"
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}, ckpt)
+    sizes = export_checkpoint(ckpt, tmp_path / "m.lbp")
+    assert sizes.packed_bytes == (tmp_path / "m.lbp").stat().st_size
+    assert sizes.float32_bytes > 20 * sizes.packed_bytes  # 1-bit weights and folded BN vs float32
+    x = torch.rand(32, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(Engine(tmp_path / "m.lbp").predict(x), model(x).argmax(1))
+
+
+# ------------------------------------------------------------------------------------------------ bad files
+
+@pytest.fixture(scope="module")
+def good_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("eng") / "good.lbp"
+    export(tiny_binary_net(1, 1, True, "sign", torch.Generator().manual_seed(0)), path)
+    return path
+
+
+def _one_line_error(path: Path, expect: str) -> None:
+    with pytest.raises(UserError) as e:
+        load(path)
+    msg = str(e.value)
+    assert "\n" not in msg and str(path) in msg and expect in msg, msg
+    with pytest.raises(UserError):
+        Engine(path)
+
+
+def test_bad_files_are_one_line_user_errors(tmp_path, good_file):
+    raw = good_file.read_bytes()
+    assert load(good_file).layers
+    bad = tmp_path / "bad.lbp"
+    for cut in (3, 12, 40, len(raw) // 2, len(raw) - 1):
+        bad.write_bytes(raw[:cut])
+        _one_line_error(bad, "truncated" if cut >= len(MAGIC) or MAGIC.startswith(raw[:cut]) else "magic")
+    bad.write_bytes(raw[:8] + (2).to_bytes(4, "little") + raw[12:])
+    _one_line_error(bad, "version 2")
+    bad.write_bytes(b"XXXXXXXX" + raw[8:])
+    _one_line_error(bad, "magic")
+    bad.write_bytes(b"PK\x03\x04 a zip, or a pickled torch file, is not ours")
+    _one_line_error(bad, "magic")
+    bad.write_bytes(raw + b"\0")
+    _one_line_error(bad, "unexpected bytes")
+    flipped = bytearray(raw)
+    flipped[-5] ^= 0xFF
+    bad.write_bytes(bytes(flipped))
+    _one_line_error(bad, "checksum")
+    _one_line_error(tmp_path / "missing.lbp", "no such file")
+
+
+# ------------------------------------------------------------------------------------------------ real MNIST
+
+def _trained_checkpoints() -> list[str]:
+    runs = os.environ.get("LOWBIT_ENGINE_RUNS", str(ROOT / "runs"))
+    return sorted(glob.glob(f"{runs}/*/mnist_lenet5*/seed1/checkpoints/best.ckpt"))
+
+
+MNIST_ROOT = ROOT.parent / "shared" / "datasets"
+
+
+@pytest.mark.skipif(not (MNIST_ROOT / "MNIST" / "raw").is_dir(), reason=f"no MNIST under {MNIST_ROOT}")
+@pytest.mark.skipif(not _trained_checkpoints(),
+                    reason="no trained runs/*/mnist_lenet5*/seed1/checkpoints/best.ckpt (train one of the shared "
+                           "setting configs first)")
+def test_trained_checkpoints_on_mnist(tmp_path):
+    """The engine's predictions on the first 1000 MNIST test images equal the simulated network's."""
+    from common.data import ClassificationData
+    from engine.export import model_from_checkpoint
+
+    for ckpt in _trained_checkpoints():
+        module, _ = model_from_checkpoint(ckpt)
+        try:
+            export(module, tmp_path / "m.lbp")
+        except UserError as e:
+            if "not supported" in str(e):
+                continue  # a method the engine does not run yet (dynamic fixed point, DoReFa, ...)
+            raise
+        data = ClassificationData(module.cfg.data, MNIST_ROOT)
+        data.setup("test")
+        x = data._splits["test"].x[:1000]
+        with torch.no_grad():
+            want = module(x).argmax(1)
+        assert torch.equal(Engine(tmp_path / "m.lbp").predict(x), want), ckpt
+
+
+def test_export_command_then_engine_test_gives_the_test_commands_error(tmp_path, capsys):
+    """The user's path: train, `python -m papers.bnn export`, `python -m engine test` = `python -m papers.bnn test`."""
+    from common.cli import main
+    from engine.__main__ import main as engine_main
+    from test_train import run_train
+
+    res = run_train(tmp_path, "mnist_lenet5", paper="bnn", **{"data.synthetic_size": 256, "trainer.limit_train_batches": 4})
+    out = tmp_path / "bnn.lowbit"
+    capsys.readouterr()
+    assert main("bnn", "unused", ["export", "--ckpt", res["checkpoint"], "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert f"wrote {out}: " in said and "smaller than the float32 state_dict" in said
+    assert main("bnn", "unused", ["test", "--ckpt", res["checkpoint"]]) == 0
+    simulated = json.loads(capsys.readouterr().out)
+    assert engine_main(["test", "--model", str(out)]) == 0
+    integer = json.loads(capsys.readouterr().out)
+    assert integer["test_top1_err"] == simulated["test_top1_err"] == res["metrics"]["test_top1_err"]
+    out.write_bytes(out.read_bytes()[:100])  # a truncated file: one line, exit 2
+    assert engine_main(["test", "--model", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and str(out) in err
