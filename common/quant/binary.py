@@ -151,6 +151,8 @@ class _ScaledSignSTE(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g: torch.Tensor):
         w, alpha, b = ctx.saved_tensors
+        if w.numel() == 0:  # no weights: an empty gradient of W's shape (n below would be 0 or 0/0)
+            return torch.zeros_like(g), None, None
         n = w.numel() // alpha.numel()
         mask = w.abs()
         mask = torch.le(mask, 1, out=mask) if mask.dtype == g.dtype else (mask <= 1).to(g.dtype)  # 1_{|W|<=1}

@@ -76,6 +76,8 @@ class DorefaWeight(Quantizer):
                     q = torch.copysign(w.abs().mean(), q, out=q)
             return straight_through(w, q)
         t = torch.tanh(w)
+        if t.numel() == 0:  # no weights: max|tanh(W)| has nothing to reduce; Eq. 5 maps none to none
+            return 2 * quantize_k(t + 0.5, self.bits) - 1
         return 2 * quantize_k(t / (2 * t.abs().max()) + 0.5, self.bits) - 1
 
     def extra_repr(self) -> str:
@@ -114,6 +116,8 @@ class DorefaGrad(Quantizer):
 
     def forward(self, g: torch.Tensor) -> torch.Tensor:
         n = 2**self.bits - 1
+        if g.numel() == 0:  # no values (and no per-sample maximum to take): Eq. 7 gives none, drawing no noise
+            return g.clone()
         if g.requires_grad and torch.is_grad_enabled():  # differentiable (not as a grad quantizer): out of place
             dims = tuple(range(1, g.dim()))
             m = g.abs().amax(dim=dims, keepdim=True).clamp_min(torch.finfo(g.dtype).tiny)

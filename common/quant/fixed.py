@@ -10,6 +10,23 @@ wl = NOB + 1, fl = NOB - NOIB). Values are saturated to the range after rounding
 Rounding: ``nearest`` is floor(x/eps + 1/2) * eps (ties up, Gupta's definition); ``stochastic`` rounds up with
 probability (x - floor_eps(x)) / eps, i.e. floor(x/eps + u) * eps with u ~ U[0, 1), so E[SR(x)] = x inside the
 range. The backward pass is the identity (straight through), as these papers' simulators.
+
+Precision: float32 and float64 inputs are rounded in their own precision (float32 as every committed run);
+float16 and bfloat16 inputs are rounded in float32 and the result cast back (their own 11- and 8-bit significands
+would round x/eps + 1/2 and x/eps + u a second time: grid values moved, stochastic rounding biased). The cast back
+is exact wherever the grid value is representable in that dtype (wl <= 11 for float16, wl <= 8 for bfloat16, inside
+their exponent range); a grid value that is not is stored as the nearest value the dtype has.
+
+``nearest`` is floor(x * 2^fl + 0.5) evaluated in the input's float precision: x * 2^fl is exact, the addition may
+round, and its rounding changes the floor -- the result is then one step (eps) above Gupta's rounding -- on exactly
+two sets (float32; checked exhaustively over every |x * 2^fl| in [2^-10, 2^24], and outside it the sum cannot cross
+an integer): (a) x * 2^fl = 1/2 - 2^-25, the one float32 in [1/2 - 2^-25, 1/2), whose sum rounds to 1 (eps instead
+of 0); (b) x * 2^fl an odd integer of magnitude in (2^23, 2^24), whose sum ties to the even x * 2^fl + 1 -- outside
+the range of every wl <= 24 bits, so saturated to the same bound either way. float64: 1/2 - 2^-54 and odd integers
+in (2^52, 2^53). The formula is kept as it is, because committed runs computed it: their fixed-point activations and
+gradients are arbitrary float32 values (~1e9-1e10 quantized per training run), each with a chance of about 2^-23 of
+being (a) where x * 2^fl falls in [1/4, 1/2), so exact rounding could not be shown to reproduce them bit for bit
+(tests/test_quant_edges.py pins this behaviour).
 """
 from __future__ import annotations
 
@@ -29,7 +46,11 @@ Span = Literal["twos_complement", "symmetric"]
 def to_fixed(x: torch.Tensor, wl: int, fl: int, rounding: Rounding = "nearest",
              span: Span = "twos_complement", out: torch.Tensor | None = None) -> torch.Tensor:
     """x on the grid eps = 2^-fl, rounded as asked, saturated to the range of a ``wl``-bit word (sign included).
-    ``out``: write the result there (it may be ``x`` itself: in-place quantization of stored values)."""
+    ``out``: write the result there (it may be ``x`` itself: in-place quantization of stored values). float16 and
+    bfloat16 are rounded in float32 (see the module's docstring)."""
+    if x.dtype in _LOW_PRECISION:  # cast in, round in float32 exactly as a float32 input, cast the result back
+        y = to_fixed(x.float(), wl, fl, rounding, span)
+        return y.to(x.dtype) if out is None else out.copy_(y)
     eps = 2.0 ** -fl
     top = 2 ** (wl - 1)
     lo, hi = (-(top - 1) if span == "symmetric" else -top) * eps, (top - 1) * eps
@@ -49,6 +70,7 @@ def to_fixed(x: torch.Tensor, wl: int, fl: int, rounding: Rounding = "nearest",
     return y.mul_(eps) if out is None or y is out else torch.mul(y, eps, out=out)
 
 
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
 _HALF: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
 
 
@@ -132,6 +154,17 @@ class DynamicFixed(Quantizer):
     rate on the first non-zero tensor seen is at most ``max_overflow``. During a calibration pass
     (``quant.calibrate_epochs``: the reference code's range-init epochs at 31 bits) the range adapts while values
     pass unquantized. The integer length is a buffer, saved in checkpoints.
+
+    Lower bound: the integer length never goes below ``il_min = wl - 126``, i.e. fl = wl - 1 - il <= 125, the largest
+    fractional length at which the scale 2^fl, the step 2^-fl and both overflow thresholds ((2^(wl-1) - 1) 2^-fl and
+    half of it) are normal float32 numbers, so the format computes the same whether subnormals are flushed to zero
+    (as training runs do: common/cli.py process_settings) or not. Without it an all-zero tensor (nothing ever
+    overflows) lowers il at every update: the step and thresholds turn subnormal, 2^fl overflows to inf and every
+    0 * 2^fl is NaN. Real data never reaches the bound: moving below it needs, averaged over ``update_every`` calls,
+    all but a ``max_overflow`` fraction of the values below (2^(wl-1) - 1) 2^-126 < 2^(wl-127) <= 2^-95 (~2.5e-29,
+    wl <= 32) in magnitude, far below any weight, activation, gradient or update these networks produce unless the
+    tensor is (nearly) all exact zeros, which an unbounded run went on to turn into NaN. So every finite run keeps
+    its integer lengths and values, the committed results included.
     """
 
     ranges = {"wl": Range(2, 32), "max_overflow": Range(0, 1), "update_every": Range(lo=1),
@@ -146,6 +179,11 @@ class DynamicFixed(Quantizer):
         self.register_buffer("initialised", torch.tensor(init_il is not None))
         self.register_buffer("calls", torch.tensor(0))
         self.register_buffer("rates", torch.zeros(2, dtype=torch.float64))  # summed overflow rates at il, il - 1
+
+    @property
+    def il_min(self) -> int:
+        """The smallest integer length: fl = wl - 1 - il <= 125, the grid's scale, step and thresholds normal floats."""
+        return self.wl - 126
 
     def fl(self, il: int | None = None) -> int:
         return self.wl - 1 - (int(self.il) if il is None else il)
@@ -199,7 +237,7 @@ class DynamicFixed(Quantizer):
                 il += 1
             while il > -64 and self.overflow_rate(x, il - 1) <= self.max_overflow:
                 il -= 1
-            self.il.fill_(il)
+            self.il.fill_(max(il, self.il_min))  # (only a first tensor below ~2^(wl-126): see il_min)
             self.initialised.fill_(True)
         if not self.training:
             return
@@ -212,7 +250,7 @@ class DynamicFixed(Quantizer):
             now, below = (self.rates / self.update_every).tolist()
             if now > self.max_overflow:
                 self.il.add_(1)
-            elif below <= self.max_overflow:
+            elif below <= self.max_overflow and int(self.il) > self.il_min:  # (never reached by real data)
                 self.il.sub_(1)
             self.rates.zero_()
 

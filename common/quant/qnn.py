@@ -52,7 +52,7 @@ class _QnnQuantizer(Quantizer):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            if self.scale == "max":
+            if self.scale == "max" and x.numel() > 0:  # (no values: no max|x| to scale by, nothing to scale)
                 m = x.abs().max().clamp_min(torch.finfo(x.dtype).tiny)
                 q = self.quantize(x / m * self.max) * (m / self.max)
             else:

@@ -26,10 +26,16 @@ FINETUNE = ["mnist_cpu_w4a4", "cifar10_vggsmall_w4a4"]  # configs the sweep also
 @lru_cache(maxsize=None)
 def optimal_step(bits: int, pdf: str = "gaussian", samples: int = 400000) -> float:
     """c(beta): the step of the ``bits``-bit two's-complement uniform quantizer with the least mean squared error on
-    a unit-variance ``pdf`` (Gaussian or Laplacian), by a search on a fixed sample."""
+    a unit-variance ``pdf`` (Gaussian or Laplacian), by a search on a fixed sample: both drawn from their own
+    generator seeded 0, so c depends on nothing else (not the run's seed, not torch's global generator, which is
+    left untouched). The Laplacian by the inverse CDF, as torch.distributions.Laplace.rsample: scale b = 1/sqrt(2)
+    (variance 2 b^2 = 1), x = -b sign(u) log(1 - |u|), u ~ U(eps - 1, 1)."""
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(samples, generator=g, dtype=torch.float64) if pdf == "gaussian" else \
-        torch.distributions.Laplace(0.0, 1 / math.sqrt(2)).sample((samples,)).double()
+    if pdf == "gaussian":
+        x = torch.randn(samples, generator=g, dtype=torch.float64)
+    else:
+        u = torch.empty(samples, dtype=torch.float64).uniform_(torch.finfo(torch.float64).eps - 1, 1, generator=g)
+        x = u.sign().mul_(torch.log1p(-u.abs())).mul_(-1 / math.sqrt(2))
     steps = torch.linspace(0.01, 4.0, 800, dtype=torch.float64).tolist()
     err = [float((x - to_fixed(x / s, bits, 0) * s).square().mean()) for s in steps]
     return steps[min(range(len(steps)), key=err.__getitem__)]
