@@ -75,6 +75,7 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
 def pareto_plot(groups: list[Group], path: Path, setting: str) -> None:
     """Error versus parameter memory and versus bit-operations per inference, the Pareto front of each marked."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
     costed = sorted((g for g in groups if g.cost and g.cost.get("param_bits") and g.cost.get("bops")),
@@ -92,6 +93,7 @@ def pareto_plot(groups: list[Group], path: Path, setting: str) -> None:
             ax.step(xs, ys, where="post", color="black", linewidth=1, linestyle="--", zorder=2, label="Pareto front")
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # (minor labels of a log axis overlap)
         ax.set_xlabel(f"{unit} (log scale)")
         ax.grid(True, which="both", alpha=0.3)
     axes[0].set_ylabel("test error % (mean over seeds, log scale)")
