@@ -184,7 +184,15 @@ def _check_idx(name: str, path: Path, count: int, kind: str) -> None:
 def verify_files(name: str, root: Path) -> None:
     """Check the files of dataset ``name`` that are already under ``root`` (missing ones are downloaded later):
     MNIST/Fashion-MNIST raw IDX files by header and size, their .gz archives, CIFAR-10's batches and SVHN's .mat
-    files by the md5 torchvision publishes. Raises ``UserError`` naming the first bad file."""
+    files by the md5 torchvision publishes, the JPEG folders by their classes and counts. Raises ``UserError``
+    naming the first bad file (an unreadable one included)."""
+    try:
+        _verify_files(name, root)
+    except OSError as e:
+        raise UserError(f"dataset {name!r}: {e.filename or root}: cannot be read ({e.strerror or e})") from None
+
+
+def _verify_files(name: str, root: Path) -> None:
     import torchvision.datasets as tvd
 
     if name in ("mnist", "fashion_mnist"):

@@ -106,9 +106,13 @@ def _check(entry: object, i: int) -> Claim:
 def load_claims(path: Path = CLAIMS_FILE) -> dict[str, Claim]:
     """All claims by id, in file order; any problem raises UserError naming the claim and the key."""
     try:
-        data = yaml.safe_load(Path(path).read_text())
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserError(f"{path}: claims file not found") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot be read ({e.strerror})") from None
     except yaml.YAMLError as e:
         raise UserError(f"{path}: not valid YAML: {getattr(e, 'problem', None) or e}") from None
     if not isinstance(data, dict) or not isinstance(data.get("claims"), list):

@@ -301,3 +301,26 @@ def test_wandb_online_without_a_key_is_one_line_before_anything_is_written(tmp_p
     assert _train(tmp_path, "--wandb", "online") == EXIT_USER_ERROR
     _one_error_line(capsys, "--wandb online: no Weights & Biases API key")
     assert not (tmp_path / "results").exists() and not (tmp_path / "runs").exists()
+
+
+def test_an_unreadable_dataset_file_or_a_non_utf8_claims_file_is_one_line(tmp_path, monkeypatch):
+    from common.data import verify_files
+    from common.errors import UserError
+    from leaderboard.claims import load_claims
+
+    import common.data as data
+
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    (raw / "train-images-idx3-ubyte").write_bytes(b"")
+
+    def denied(name, path, count, kind):  # (root reads any file: the permission error is made here)
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(data, "_check_idx", denied)
+    with pytest.raises(UserError, match="dataset 'mnist': .*train-images-idx3-ubyte: cannot be read \\(Permission"):
+        verify_files("mnist", tmp_path)
+    bad = tmp_path / "claims.yaml"
+    bad.write_bytes(b"claims: [\xff]\n")
+    with pytest.raises(UserError, match="not UTF-8 text"):
+        load_claims(bad)
