@@ -75,6 +75,7 @@ class Group:
     diverged: list[Run] = field(default_factory=list)
     baseline: Optional["Group"] = None
     cost: Optional[dict] = None
+    no_cost: Optional[str] = None  # why the cost could not be computed
 
     @property
     def first(self) -> dict:
@@ -193,21 +194,23 @@ def load_runs(results_dir: Path) -> tuple[list[Run], list[Skipped]]:
     return runs, skipped
 
 
-def _cost(group: Group) -> Optional[dict]:
-    """Parameter memory (bits) and BOPs of the group's network, rebuilt from its stored config."""
-    try:
-        from common.config import validate
-        from common.cost import inference_cost
-        from common.data import DATASETS
-        from common.module import Classifier
+def _cost(group: Group) -> tuple[Optional[dict], Optional[str]]:
+    """Parameter memory (bits) and BOPs of the group's network, rebuilt from its stored config; or None and why not
+    (a stored config that today's code no longer accepts: the leaderboard says so)."""
+    from common.config import validate
+    from common.cost import inference_cost
+    from common.data import DATASETS
+    from common.errors import UserError
+    from common.module import Classifier
 
+    try:
         importlib.import_module(f"papers.{group.paper}")  # the paper's own models and post-training methods
         cfg = validate(group.first["config"])
-        info = DATASETS[cfg.data.name]
-        model = Classifier(cfg.to_dict(), info.shape, info.num_classes).model
-        return {"param_bits": group.first.get("param_bits"), **inference_cost(model, info.shape)}
-    except Exception:  # noqa: BLE001 - a config that no longer builds costs nothing but its cost column
-        return None
+    except (ModuleNotFoundError, UserError) as e:
+        return None, f"its stored config no longer builds ({str(e)[:160]})"
+    info = DATASETS[cfg.data.name]
+    model = Classifier(cfg.to_dict(), info.shape, info.num_classes).model
+    return {"param_bits": group.first.get("param_bits"), **inference_cost(model, info.shape)}, None
 
 
 def group_runs(runs: list[Run], with_cost: bool = True) -> dict[tuple[str, str], Group]:
@@ -221,7 +224,7 @@ def group_runs(runs: list[Run], with_cost: bool = True) -> dict[tuple[str, str],
             owner, _, name = ref.rpartition("/")
             g.baseline = groups.get((owner or g.paper, name))
         if with_cost:
-            g.cost = _cost(g)
+            g.cost, g.no_cost = _cost(g)
     return groups
 
 

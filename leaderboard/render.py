@@ -186,6 +186,7 @@ def provenance(groups: dict, skipped: list[Skipped]) -> list[str]:
     dirty = sum("dirty" in str(r.get("git_commit")) for r in runs)
     out.append(f"- commits: {len({r.get('git_commit') for r in runs})} distinct; {dirty} runs from a checkout with "
                "uncommitted changes (`+dirty`)")
+    out += [f"- no memory and BOPs for `{g.label}`: {g.no_cost}" for g in groups.values() if g.no_cost]
     out += ["", "## Skipped result files", ""]
     out += [f"- `{s.path}`: {s.reason}" for s in skipped] or ["None: every result file under `results/` was read."]
     return out

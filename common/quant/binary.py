@@ -9,49 +9,13 @@ from typing import Literal
 import torch
 
 from common.quant import kernels
-from common.quant.base import Quantizer, register
+from common.quant.base import Quantizer, register, straight_through
 from common.validate import Range
 
 
 def hard_sigmoid(x: torch.Tensor) -> torch.Tensor:
     """sigma(x) = clip((x + 1) / 2, 0, 1)  (BinaryConnect eq. 3)."""
     return ((x + 1) * 0.5).clamp_(0, 1)
-
-
-def ste_mask(grad: torch.Tensor, x: torch.Tensor, bound: float) -> torch.Tensor:
-    """grad * 1_{|x| <= bound}, the same product as before, with the mask written as 0/1 floats straight into the
-    |x| buffer (no bool temporary and no conversion pass)."""
-    a = x.abs()
-    if a.dtype != grad.dtype:
-        return grad * (a <= bound).to(grad.dtype)
-    return grad * torch.le(a, bound, out=a)
-
-
-class _StraightThrough(torch.autograd.Function):
-    """Forward: the already quantized ``q``. Backward: the gradient w.r.t. ``q`` is passed to the real value ``x``
-    unchanged (BinaryConnect: dC/dw := dC/dw_b), or, with a ``bound`` b, multiplied by 1_{|x| <= b} (BNN's
-    hard-tanh estimator with b = 1, "gradient cancellation")."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, q: torch.Tensor, bound: float | None) -> torch.Tensor:
-        ctx.bound = bound
-        if bound is not None:
-            ctx.save_for_backward(x)
-        return q
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        if ctx.bound is not None:
-            (x,) = ctx.saved_tensors
-            grad = ste_mask(grad, x, ctx.bound)
-        return grad, None, None
-
-
-def straight_through(x: torch.Tensor, q: torch.Tensor, bound: float | None = None) -> torch.Tensor:
-    """``q`` in the forward pass, d/dx = 1 (or 1_{|x| <= bound}) in the backward pass."""
-    if not (x.requires_grad and torch.is_grad_enabled()):
-        return q  # no graph to build (update quantizers, evaluation): skip the autograd node
-    return _StraightThrough.apply(x, q, bound)
 
 
 _CONST: dict[tuple[float, torch.dtype, torch.device], torch.Tensor] = {}

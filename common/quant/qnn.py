@@ -19,7 +19,7 @@ import torch
 
 from common.quant import kernels
 from common.quant.base import Quantizer, register
-from common.quant.binary import straight_through
+from common.quant.base import straight_through
 from common.quant.pow2 import ap2
 from common.validate import Range
 

@@ -17,7 +17,7 @@ import torch
 
 from common.quant import kernels
 from common.quant.base import Quantizer, register
-from common.quant.binary import straight_through
+from common.quant.base import straight_through
 from common.validate import Range
 
 
