@@ -39,6 +39,7 @@ class Job:
     seed: int
     needs: list[tuple[str, str]] = field(default_factory=list)  # (paper, result config name) of the same seed
     cost: float = DEFAULT_COST_S
+    resume: bool = False  # go on from the run's last.ckpt (a run of the same config that was stopped)
 
     @property
     def output(self) -> str:
@@ -50,7 +51,8 @@ class Job:
 
     def argv(self, results_dir: Path, runs_dir: Path) -> list[str]:
         return [sys.executable, "-m", f"papers.{self.paper}", self.command, "--config", self.config, "--seed",
-                str(self.seed), "--no-progress", "--results-dir", str(results_dir), "--runs-dir", str(runs_dir)]
+                str(self.seed), "--no-progress", "--results-dir", str(results_dir), "--runs-dir", str(runs_dir),
+                *(["--resume"] if self.resume else [])]
 
 
 def up_to_date(result_file: Path, cfg) -> tuple[bool, str]:
@@ -71,7 +73,23 @@ def up_to_date(result_file: Path, cfg) -> tuple[bool, str]:
     return not diff, "same config" if not diff else "config changed"
 
 
-def plan(scale: str, seeds: list[int], papers: list[str], match: str, results_dir: Path) -> list[tuple[Job, bool, str]]:
+def resumable(runs_dir: Path, job: Job, cfg) -> bool:
+    """Whether a training run left a ``last.ckpt`` of this same config (stopped: killed, or the sweep ended), so
+    that the run goes on from it rather than from the start; the result is the same either way."""
+    from common.checkpoint import resume_checkpoint, run_dir
+
+    if job.command != "train" or not (run_dir(runs_dir, job.paper, job.output, job.seed) / "checkpoints" /
+                                      "last.ckpt").is_file():
+        return False
+    try:
+        resume_checkpoint(runs_dir, job.paper, job.output, job.seed, cfg.to_dict())
+    except UserError:  # another config's, or unreadable: start afresh
+        return False
+    return True
+
+
+def plan(scale: str, seeds: list[int], papers: list[str], match: str, results_dir: Path,
+         runs_dir: Path | None = None) -> list[tuple[Job, bool, str]]:
     from common.config import list_configs, load_config
 
     items = []
@@ -98,6 +116,8 @@ def plan(scale: str, seeds: list[int], papers: list[str], match: str, results_di
                     result = results_dir / paper / job.output / f"seed{seed}.json"
                     ok, why = up_to_date(result, cfg)
                     job.cost = estimate(results_dir / paper / job.output)
+                    if not ok and runs_dir is not None and resumable(runs_dir, job, cfg):
+                        job.resume, why = True, f"{why}; resumes from its last.ckpt"
                     items.append((job, ok, why))
     return items
 
@@ -301,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {executor}", file=sys.stderr)
             return 2
     try:
-        items = plan(args.scale, args.seeds, list(args.papers), args.match, results_dir)
+        items = plan(args.scale, args.seeds, list(args.papers), args.match, results_dir, runs_dir)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

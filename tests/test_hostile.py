@@ -3,6 +3,7 @@ the way the README says (one line, the documented exit code, nothing written or 
 import json
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -324,3 +325,37 @@ def test_an_unreadable_dataset_file_or_a_non_utf8_claims_file_is_one_line(tmp_pa
     bad.write_bytes(b"claims: [\xff]\n")
     with pytest.raises(UserError, match="not UTF-8 text"):
         load_claims(bad)
+
+
+def test_the_sweep_resumes_a_stopped_run_of_the_same_config(tmp_path, monkeypatch):
+    """A training run stopped by a signal leaves last.ckpt; the next sweep plans it with --resume (same config
+    only), and the run it resumes writes the result an uninterrupted run writes."""
+    from common.config import load_config
+    from leaderboard import sweep
+
+    sets = smoke_overrides(CONFIG, **{"trainer.max_epochs": 3})
+    monkeypatch.chdir(tmp_path)
+    assert _train(tmp_path, "--results-dir", str(tmp_path / "ref"), sets=sets) == 0  # (its own results folder)
+    reference = json.loads((tmp_path / "ref/binaryconnect" / CONFIG / "seed1.json").read_text())
+    shutil.rmtree(tmp_path / "runs")
+    # a run stopped after its first epoch: its last.ckpt, no result
+    assert _train(tmp_path, sets=smoke_overrides(CONFIG, **{"trainer.max_epochs": 1})) == 0
+    (tmp_path / "results/binaryconnect" / CONFIG / "seed1.json").unlink()
+    _, cfg = load_config(CONFIG, ROOT / "papers/binaryconnect/configs", sets)
+    job = sweep.Job("binaryconnect", "train", CONFIG, 1)
+    assert not sweep.resumable(tmp_path / "runs", job, cfg)  # written with another config (max_epochs 1): afresh
+    argv = ["train", "--config", CONFIG, "--wandb", "disabled", "--no-progress", "--set", *sets]
+    proc = subprocess.Popen([sys.executable, "-m", "papers.binaryconnect", *argv, "--checkpoint-every", "1"],
+                            cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = tmp_path / "runs/binaryconnect" / CONFIG / "seed1/checkpoints/last.ckpt"
+    start = last.stat().st_mtime_ns
+    deadline = time.time() + 120
+    while (not last.exists() or last.stat().st_mtime_ns == start) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == EXIT_SIGTERM
+    assert sweep.resumable(tmp_path / "runs", job, cfg)
+    assert "--resume" in sweep.Job("binaryconnect", "train", CONFIG, 1, resume=True).argv(tmp_path, tmp_path)
+    assert main("binaryconnect", "unused", [*argv, "--resume"]) == 0
+    resumed = json.loads((tmp_path / "results/binaryconnect" / CONFIG / "seed1.json").read_text())
+    assert resumed["metrics"] == reference["metrics"] and resumed["curve"] == reference["curve"]
