@@ -9,16 +9,18 @@ Ternary values {-1, 0, +1} are two such bit-planes: ``plus`` (bit 1 where the va
 where it is -1); t = plus - minus.
 
 ``binary_gemm`` is the one entry point for the binary-activation x binary-weight product (XNOR / popcount). Its
-backend is chosen by name from ``BACKENDS``; this slice has two plain-torch ones, both exact:
+backend is chosen by name from ``BACKENDS``; all three are exact:
 
+- ``"kernel"`` (the default where it builds): the compiled C++ kernel (``engine/kernels.cpp``, AVX-512 VPOPCNTDQ /
+  AVX2 / scalar paths chosen at run time; ``engine.kernels``). ``LOWBIT_KERNELS=0`` turns it off; where it cannot be
+  built a warning says so once and the default falls back to ``"unpack"``.
 - ``"unpack"`` (default): unpack both operands to +-1 float32 and multiply. Every partial sum of a +-1 x +-1 dot
   product is an integer of magnitude <= K, and float32 represents every integer below 2**24 exactly, so the matmul
   is exact in any summation order (K < 2**24 is checked).
 - ``"popcount"``: the paper's arithmetic itself, dot = K - 2 * popcount(a XOR b), with a 256-entry popcount lookup
   table on the uint8 bytes (slow; the reference the fused kernels will be checked against).
 
-A fused kernel (AVX-512 VPOPCNTDQ / AVX2 / scalar) later registers itself in ``BACKENDS`` and becomes the default;
-nothing else in the engine changes.
+``DEFAULT_BACKEND`` is ``"auto"``: ``"kernel"`` when it loads, else ``"unpack"`` (set it to a name to pin one).
 """
 from __future__ import annotations
 
@@ -94,22 +96,60 @@ def _gemm_popcount(a: torch.Tensor, b: torch.Tensor, k: int, chunk: int = 256) -
     return out
 
 
+def _gemm_kernel(a: torch.Tensor, b: torch.Tensor, k: int) -> torch.Tensor:
+    """The compiled XNOR-popcount kernel (engine/kernels.cpp), on the path ``engine.kernels.isa()`` names."""
+    from engine import kernels
+
+    if kernels.ext() is None:
+        raise RuntimeError("binary_gemm: the 'kernel' backend is not built here (LOWBIT_KERNELS=0 or no compiler)")
+    return kernels.binary_gemm(a, b, k)
+
+
 BACKENDS: dict[str, Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]] = {
-    "unpack": _gemm_unpack, "popcount": _gemm_popcount}
-DEFAULT_BACKEND = "unpack"
+    "unpack": _gemm_unpack, "popcount": _gemm_popcount, "kernel": _gemm_kernel}
+DEFAULT_BACKEND = "auto"  # "kernel" where it builds, else "unpack"
+
+
+def available_backends() -> list[str]:
+    """The backends that run here (``"kernel"`` only where it was built)."""
+    from engine import kernels
+
+    return [name for name in BACKENDS if name != "kernel" or kernels.ext() is not None]
+
+
+def default_backend() -> str:
+    """The backend ``binary_gemm`` uses without one named: ``DEFAULT_BACKEND``, "auto" resolved."""
+    if DEFAULT_BACKEND != "auto":
+        return DEFAULT_BACKEND
+    from engine import kernels
+
+    return "kernel" if kernels.ext() is not None else "unpack"
 
 
 def binary_gemm(a: torch.Tensor, b: torch.Tensor, k: int, backend: str | None = None) -> torch.Tensor:
     """Dot products of +-1 vectors held as packed bits: ``a`` uint8 (M, B), ``b`` uint8 (N, B), both rows of ``k``
     bits padded to B = padded_bytes(k) bytes -> int32 (M, N), out[i, j] = sum_t a_it * b_jt, exactly.
 
-    This is the function a fused popcount kernel replaces (register it in ``BACKENDS``)."""
+    ``backend``: a name from ``BACKENDS``; None: ``default_backend()`` (the compiled kernel where it builds)."""
     if a.dtype != torch.uint8 or b.dtype != torch.uint8 or a.shape[1] != b.shape[1] or a.shape[1] != padded_bytes(k):
         raise ValueError(f"binary_gemm: need uint8 (M, {padded_bytes(k)}) and (N, {padded_bytes(k)}) packed rows, "
                          f"got {tuple(a.shape)} {a.dtype} and {tuple(b.shape)} {b.dtype}")
     if k >= 2**24:
         raise ValueError(f"binary_gemm: K = {k} >= 2**24 is past exact float32 accumulation")
-    return BACKENDS[backend or DEFAULT_BACKEND](a.contiguous(), b.contiguous(), k)
+    return BACKENDS[backend or default_backend()](a.contiguous(), b.contiguous(), k)
+
+
+def im2col_pack(bits: torch.Tensor, kernel, stride, padding) -> torch.Tensor:
+    """The packed im2col rows of a binary image: bool (N, C, H, W) -> uint8 (N * L, padded_bytes(C kh kw)), row
+    (n, oy, ox) holding ``F.unfold``'s column (c, dy, dx order) of bits, zero padding packed as bit 0 (-1). The
+    compiled kernel where it is built (same bytes, tests/test_engine_kernels.py), else unfold + ``pack_bits``."""
+    from engine import kernels
+
+    if kernels.ext() is not None and kernel[1] <= 56:
+        return kernels.im2col_pack(bits, kernel, stride, padding)
+    n = bits.shape[0]
+    cols = torch.nn.functional.unfold(bits.to(torch.float32), kernel, padding=padding, stride=stride)  # (N, K, L)
+    return pack_bits(cols.transpose(1, 2).reshape(n * cols.shape[2], cols.shape[1]) > 0.5)
 
 
 def numpy_pack_bits(bits: np.ndarray) -> np.ndarray:

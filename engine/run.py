@@ -102,8 +102,17 @@ class _Layer:
             return F.conv2d(x, w, bias, s["stride"], s["padding"])
         return F.linear(x, w, bias)
 
+    def _thresholds_last(self, k: torch.Tensor) -> torch.Tensor:
+        """``engine.fold.apply_thresholds`` with the channels last: k >= T where the direction is +1, k <= T (i.e.
+        -k >= -T) where it is -1, as one product and one comparison."""
+        if not hasattr(self, "_dT"):
+            self._d32 = self.dir.to(torch.int32)
+            self._dT = self._d32 * self.T.to(torch.int32)
+        return (k * self._d32) >= self._dT
+
     def _pad_correction(self, hw: tuple[int, int]) -> torch.Tensor | None:
-        """sum of w_i over the padded taps of each output position, (1, O, Ho, Wo) int32 (None without padding):
+        """sum of w_i over the padded taps of each output position, (Ho Wo, O) int32, channels last as the GEMM's
+        output (None without padding):
         the engine's bit padding counts those taps as -1 where the simulated network's zeros count 0."""
         ph, pw = self.spec["padding"]
         if not (ph or pw):
@@ -112,7 +121,7 @@ class _Layer:
             ind = torch.ones(1, self.shape[1], hw[0] + 2 * ph, hw[1] + 2 * pw)
             ind[:, :, ph:ph + hw[0], pw:pw + hw[1]] = 0
             c = F.conv2d(ind, self.w_real, None, self.spec["stride"])  # small integers: exact in float32
-            self._corr[hw] = c.round().to(torch.int32)
+            self._corr[hw] = c.round().to(torch.int32)[0].permute(1, 2, 0).reshape(-1, self.o).contiguous()
         return self._corr[hw]
 
     def _scale_K(self, x_real: torch.Tensor | None) -> torch.Tensor | None:
@@ -134,19 +143,21 @@ class _Layer:
         if self.conv:
             h, w = x.shape[2], x.shape[3]
             s = self.spec
-            cols = F.unfold(x.to(torch.float32), s["kernel"], padding=s["padding"], stride=s["stride"])  # (N, K, L)
-            L = cols.shape[2]
             ho = (h + 2 * s["padding"][0] - s["kernel"][0]) // s["stride"][0] + 1
-            wo = L // ho
-            a = ops.pack_bits(cols.transpose(1, 2).reshape(n * L, self.k) > 0.5)
-            k = ops.binary_gemm(a, self.packed, self.k).view(n, L, self.o).permute(0, 2, 1).reshape(n, self.o, ho, wo)
+            wo = (w + 2 * s["padding"][1] - s["kernel"][1]) // s["stride"][1] + 1
+            L = ho * wo
+            a = ops.im2col_pack(x, s["kernel"], s["stride"], s["padding"])  # (N L, bytes): rows of K packed bits
+            k = ops.binary_gemm(a, self.packed, self.k).view(n, L, self.o)  # channels last, as the GEMM gives them
             corr = self._pad_correction((h, w))
             if corr is not None:
-                k = k + corr
+                k += corr
+            if self.spec["output"] == "bits":  # threshold channels-last, then an NCHW view of the bits
+                return _Bits(self._thresholds_last(k).view(n, ho, wo, self.o).permute(0, 3, 1, 2), self.spec["out_H"])
+            k = k.view(n, ho, wo, self.o).permute(0, 3, 1, 2)
         else:
             k = ops.binary_gemm(ops.pack_bits(x.reshape(n, self.k)), self.packed, self.k)
-        if self.spec["output"] == "bits":
-            return _Bits(apply_thresholds(k, self.T, self.dir), self.spec["out_H"])
+            if self.spec["output"] == "bits":
+                return _Bits(self._thresholds_last(k), self.spec["out_H"])
         scale = self.alpha
         if b.H != 1.0:
             scale = torch.tensor([b.H], dtype=torch.float32) if scale is None else scale * b.H

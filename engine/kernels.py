@@ -1,0 +1,115 @@
+"""The engine's compiled binary GEMM (``kernels.cpp``): C = K - 2 popcount(A XOR B) on bit-packed rows, int32 out,
+exact (``tests/test_engine_kernels.py`` checks it against the int64 reference on every path this processor runs).
+
+Three paths, chosen at run time from what the processor has: ``"avx512_vpopcntdq"`` (VPOPCNTQ on 512-bit vectors,
+register-blocked 6 x 4 micro-tiles over packed 8-row panels of B, cache-blocked over K), ``"avx2"`` (the nibble
+lookup-table popcount, VPSHUFB) and ``"scalar"`` (``__builtin_popcountll``). The file is compiled for plain x86-64
+(no ``-march=native``): the vector functions carry function-level target attributes, so the build runs on any
+x86-64 (and builds the scalar path only on other processors).
+
+``isa()`` says which path runs; ``LOWBIT_ENGINE_ISA=avx2|scalar`` (or the ``isa`` argument) forces a lower one, for
+tests and comparisons. ``engine.ops`` registers the kernel as the backend ``"kernel"`` and makes it the default when
+it loads. Like the suite's other kernels (``common/quant/kernels.py``) it is compiled on first use with torch's
+extension builder (a C++ compiler and ninja; seconds, once per machine, cached under ``~/.cache/torch_extensions``
+and keyed by the source, the flags, torch and Python); ``LOWBIT_KERNELS=0`` turns it off; where the build fails, a
+warning says so once and the plain-torch backends run (same numbers, slower). Threads: ``torch.get_num_threads()``.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import platform
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+
+SOURCE = Path(__file__).with_name("kernels.cpp")
+FLAGS = ["-O3", "-fopenmp", "-fno-math-errno"]  # no -march=native: the vector paths are chosen at run time
+ISAS = ("scalar", "avx2", "avx512_vpopcntdq")  # index = the code kernels.cpp takes
+ISA_ENV = "LOWBIT_ENGINE_ISA"
+
+_ext = None
+_loaded = False
+
+
+def _name() -> str:
+    """A module name that changes with the source, the flags, torch, Python and the architecture."""
+    key = "|".join([SOURCE.read_text(), *FLAGS, torch.__version__, sys.version, platform.machine()])
+    return "lowbit_engine_" + hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def _build():
+    name = _name()
+    root = Path(os.environ.get("TORCH_EXTENSIONS_DIR", Path.home() / ".cache/torch_extensions"))
+    build = root / name
+    so = build / f"{name}.so"
+    if so.is_file() and not (build / "lock").exists():  # built, not being written: import it directly
+        spec = importlib.util.spec_from_file_location(name, so)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "No CUDA runtime" on CPU machines
+    from torch.utils.cpp_extension import load
+
+    build.mkdir(parents=True, exist_ok=True)
+    return load(name=name, sources=[str(SOURCE)], extra_cflags=FLAGS, extra_ldflags=["-fopenmp"],
+                build_directory=str(build), verbose=False)
+
+
+def ext():
+    """The compiled module, or None (turned off with LOWBIT_KERNELS=0, or the build failed: one warning)."""
+    global _ext, _loaded
+    if not _loaded:
+        _loaded = True
+        if os.environ.get("LOWBIT_KERNELS", "1") != "0":
+            try:
+                _ext = _build()
+            except Exception as e:  # no compiler, no ninja, no headers: the plain-torch GEMMs give the same numbers
+                warnings.warn(f"lowbit-repro: the engine's binary GEMM kernel is unavailable ({type(e).__name__}: "
+                              f"{str(e).strip().splitlines()[-1] if str(e).strip() else ''}); using the plain-torch "
+                              "backend (same results, slower). Set LOWBIT_KERNELS=0 to silence.", stacklevel=2)
+    return _ext
+
+
+def available() -> bool:
+    return ext() is not None
+
+
+def supported() -> list[str]:
+    """The paths this processor runs, slowest first (empty when the kernel is not built)."""
+    m = ext()
+    return [] if m is None else [name for code, name in enumerate(ISAS) if m.supported(code)]
+
+
+def isa(requested: str | None = None) -> str:
+    """The path a call runs: ``requested``, else $LOWBIT_ENGINE_ISA, else the fastest this processor has. A path
+    the processor lacks (or an unknown name) is a ValueError; so is asking when the kernel is not built."""
+    m = ext()
+    if m is None:
+        raise RuntimeError("the engine's binary GEMM kernel is not built (LOWBIT_KERNELS=0, or the build failed)")
+    want = requested or os.environ.get(ISA_ENV) or None
+    if want is None:
+        return ISAS[m.best_isa()]
+    if want not in ISAS:
+        raise ValueError(f"{ISA_ENV}/isa: {want!r} is not one of {', '.join(ISAS)}")
+    if not m.supported(ISAS.index(want)):
+        raise ValueError(f"{ISA_ENV}/isa: this processor does not run {want!r} (it runs {', '.join(supported())})")
+    return want
+
+
+def binary_gemm(a: torch.Tensor, b: torch.Tensor, k: int, isa_name: str | None = None) -> torch.Tensor:
+    """uint8 (M, B) x uint8 (N, B) packed rows of k bits (B a multiple of 8, padding bits 0) -> int32 (M, N),
+    out[i, j] = k - 2 popcount(a_i XOR b_j) = the +-1 dot product."""
+    return ext().binary_gemm(a, b, int(k), ISAS.index(isa(isa_name)))
+
+
+def im2col_pack(bits: torch.Tensor, kernel, stride, padding) -> torch.Tensor:
+    """The packed im2col rows of a binary image, bool (N, C, H, W) (True = +1) -> uint8 (N Ho Wo, padded_bytes(K)),
+    K = C kh kw in ``F.unfold``'s order, zero padding as bit 0 (-1): the bytes of ``ops.pack_bits`` of the unfolded
+    rows, without the float32 unfold (kernel width <= 56)."""
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    return ext().im2col_pack(bits, kh, kw, sh, sw, ph, pw)

@@ -1,0 +1,161 @@
+"""The engine's compiled binary GEMM (engine/kernels.cpp) is exact: on every path this processor runs (AVX-512
+VPOPCNTDQ, AVX2, scalar: each forced in turn) its int32 output equals the int64 +-1 reference for awkward shapes (K
+not a multiple of 64, across K blocks, odd M and N, the few-rows path and the blocked path, 1 and 2 threads), and a
+whole exported network gives bit-identical logits with the kernel and with the plain-torch backend."""
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from engine import Engine, export, kernels, ops
+from test_engine import shared_net, tiny_binary_net
+
+pytestmark = pytest.mark.skipif(kernels.ext() is None, reason="the engine's kernel could not be built here")
+
+KS = [1, 63, 64, 65, 777, 4099]  # 4099 bits = 65 words: two K blocks of the AVX paths
+MS = [1, 3, 7, 8, 17, 130]  # < 8: the few-rows path; 8 and up: packed panels and micro-tiles with remainders
+NS = [1, 3, 17, 130]
+
+
+def reference(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return ops.pm1(a, torch.int64) @ ops.pm1(b, torch.int64).T
+
+
+def paths() -> list[str]:
+    return kernels.supported()
+
+
+@pytest.mark.parametrize("isa", kernels.ISAS)
+def test_kernel_exact_on_every_path(isa):
+    if isa not in paths():
+        pytest.skip(f"this processor does not run {isa}")
+    g = torch.Generator().manual_seed(kernels.ISAS.index(isa))
+    saved = torch.get_num_threads()
+    try:
+        for threads in sorted({1, min(2, saved)}):
+            torch.set_num_threads(threads)
+            for k in KS:
+                bits_a = torch.rand(max(MS), k, generator=g) < 0.5
+                bits_b = torch.rand(max(NS), k, generator=g) < 0.5
+                pa, pb = ops.pack_bits(bits_a), ops.pack_bits(bits_b)
+                full = reference(bits_a, bits_b)
+                for m in MS:
+                    for n in NS:
+                        out = kernels.binary_gemm(pa[:m], pb[:n], k, isa)
+                        assert out.dtype == torch.int32 and out.shape == (m, n)
+                        assert torch.equal(out.long(), full[:m, :n]), (isa, threads, k, m, n)
+            # many rows (several row blocks per thread) and all-equal / all-opposite rows (|dot| = K)
+            k = 200
+            a = torch.rand(1000, k, generator=g) < 0.5
+            b = torch.cat([a[:5], ~a[5:10], torch.rand(30, k, generator=g) < 0.5])
+            out = kernels.binary_gemm(ops.pack_bits(a), ops.pack_bits(b), k, isa)
+            assert torch.equal(out.long(), reference(a, b))
+            assert (out[torch.arange(5), torch.arange(5)] == k).all()
+            assert (out[torch.arange(5, 10), torch.arange(5, 10)] == -k).all()
+    finally:
+        torch.set_num_threads(saved)
+
+
+def test_kernel_empty_and_zero_k():
+    for m, n in ((0, 5), (5, 0), (0, 0)):
+        assert kernels.binary_gemm(torch.zeros(m, 8, dtype=torch.uint8), torch.zeros(n, 8, dtype=torch.uint8),
+                                   7).shape == (m, n)
+    out = kernels.binary_gemm(torch.zeros(3, 0, dtype=torch.uint8), torch.zeros(2, 0, dtype=torch.uint8), 0)
+    assert torch.equal(out, torch.zeros(3, 2, dtype=torch.int32))
+
+
+def test_dispatch_and_forcing_a_lower_path(monkeypatch):
+    best = kernels.isa()
+    assert best == paths()[-1] and best in kernels.ISAS
+    if best == "avx512_vpopcntdq" or "avx2" in paths():
+        assert "avx2" in paths()
+    a, b = torch.rand(20, 300) < 0.5, torch.rand(9, 300) < 0.5
+    want = reference(a, b)
+    for isa in paths():
+        monkeypatch.setenv(kernels.ISA_ENV, isa)
+        assert kernels.isa() == isa
+        assert torch.equal(ops.binary_gemm(ops.pack_bits(a), ops.pack_bits(b), 300).long(), want)
+    monkeypatch.setenv(kernels.ISA_ENV, "avx1024")
+    with pytest.raises(ValueError, match="avx1024"):
+        kernels.isa()
+    monkeypatch.delenv(kernels.ISA_ENV)
+    assert kernels.isa("scalar") == "scalar" and kernels.isa() == best
+
+
+def test_kernel_is_the_default_backend_and_falls_back(monkeypatch):
+    assert ops.default_backend() == "kernel" and "kernel" in ops.available_backends()
+    # LOWBIT_KERNELS=0: off, silently; the plain-torch backend is the default
+    monkeypatch.setattr(kernels, "_loaded", False)
+    monkeypatch.setattr(kernels, "_ext", None)
+    monkeypatch.setenv("LOWBIT_KERNELS", "0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert kernels.ext() is None and ops.default_backend() == "unpack"
+    assert "kernel" not in ops.available_backends()
+    # a failed build: one warning, then the plain-torch backend
+    monkeypatch.setattr(kernels, "_loaded", False)
+    monkeypatch.setenv("LOWBIT_KERNELS", "1")
+
+    def broken():
+        raise OSError("no compiler\nc++: not found")
+    monkeypatch.setattr(kernels, "_build", broken)
+    with pytest.warns(UserWarning, match="c\\+\\+: not found"):
+        assert kernels.ext() is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert ops.default_backend() == "unpack"
+        a = ops.pack_bits(torch.rand(4, 70) < 0.5)
+        assert ops.binary_gemm(a, a, 70).diagonal().eq(70).all()
+        with pytest.raises(RuntimeError, match="not built"):
+            ops.binary_gemm(a, a, 70, backend="kernel")
+
+
+def _logits(path, x, backend: str) -> torch.Tensor:
+    saved = ops.DEFAULT_BACKEND
+    ops.DEFAULT_BACKEND = backend
+    try:
+        return Engine(path)(x)
+    finally:
+        ops.DEFAULT_BACKEND = saved
+
+
+@pytest.mark.parametrize("net", ["bnn/mnist_lenet5", "xnor/mnist_lenet5_xnor", "tiny_pad1_stride2"])
+def test_whole_network_logits_bit_identical(tmp_path, monkeypatch, net):
+    if net.startswith("tiny"):
+        model = tiny_binary_net(1, 2, True, "scaled_sign", torch.Generator().manual_seed(7))
+        x = torch.randn(16, 3, 13, 13, generator=torch.Generator().manual_seed(8))
+    else:
+        paper, name = net.split("/")
+        model = shared_net(paper, name, seed=2)
+        x = torch.rand(37, 1, 28, 28, generator=torch.Generator().manual_seed(9))
+    export(model, tmp_path / "m.lbp")
+    plain = _logits(tmp_path / "m.lbp", x, "unpack")
+    for isa in paths():
+        monkeypatch.setenv(kernels.ISA_ENV, isa)
+        fast = _logits(tmp_path / "m.lbp", x, "kernel")
+        assert fast.dtype == plain.dtype and torch.equal(fast.view(torch.int32), plain.view(torch.int32)), isa
+    monkeypatch.delenv(kernels.ISA_ENV)
+    # batch 1: the few-rows path (compared with batch 1 of the plain backend: a float layer's BLAS may round a batch
+    # of 1 differently from a batch of 37)
+    assert torch.equal(_logits(tmp_path / "m.lbp", x[:1], "kernel"), _logits(tmp_path / "m.lbp", x[:1], "unpack"))
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 9, 9), (1, 20, 12, 12), (3, 7, 8, 13)])
+def test_fused_im2col_packing_gives_unfold_and_pack_bits_bytes(shape):
+    """The compiled im2col + packing writes the same bytes as F.unfold then pack_bits (zero padding as bit 0)."""
+    import torch.nn.functional as F
+
+    from engine import kernels, ops
+
+    if kernels.ext() is None:
+        pytest.skip("the engine's kernels are not built here (no compiler)")
+    bits = torch.rand(shape, generator=torch.Generator().manual_seed(sum(shape))) > 0.5
+    for kernel, stride, padding in (((3, 3), (1, 1), (1, 1)), ((5, 5), (1, 1), (0, 0)), ((3, 3), (2, 2), (2, 2)),
+                                    ((1, 1), (1, 1), (0, 0)), ((3, 5), (2, 1), (1, 2))):
+        if shape[2] + 2 * padding[0] < kernel[0] or shape[3] + 2 * padding[1] < kernel[1]:
+            continue
+        cols = F.unfold(bits.to(torch.float32), kernel, padding=padding, stride=stride)
+        want = ops.pack_bits(cols.transpose(1, 2).reshape(-1, cols.shape[1]) > 0.5)
+        assert torch.equal(kernels.im2col_pack(bits, kernel, stride, padding), want), (kernel, stride, padding)
