@@ -39,7 +39,7 @@ def _tiny_plan(monkeypatch, modes: dict[str, str], needs: dict[str, str]):
     """Patches the sweep to plan one train run (seed 1) of paper 'toy' per config of ``modes``."""
     jobs = [sweep.Job("toy", "train", name, 1, [("toy", needs[name])] if name in needs else [], cost=1.0)
             for name in modes]
-    monkeypatch.setattr(sweep, "plan", lambda scale, seeds, papers, match, results_dir: [(j, False, "no result")
+    monkeypatch.setattr(sweep, "plan", lambda scale, seeds, papers, match, results_dir, runs_dir=None: [(j, False, "no result")
                                                                                           for j in jobs])
     monkeypatch.setattr(sweep.Job, "argv", lambda self, results_dir, runs_dir: [
         sys.executable, "-c", SCRIPT, str(results_dir), self.config, modes[self.config], needs.get(self.config, "-")])
