@@ -17,8 +17,6 @@ warning says so once and the plain-torch backends run (same numbers, slower). Th
 from __future__ import annotations
 
 import hashlib
-import importlib.util
-import logging
 import os
 import platform
 import sys
@@ -43,21 +41,9 @@ def _name() -> str:
 
 
 def _build():
-    name = _name()
-    root = Path(os.environ.get("TORCH_EXTENSIONS_DIR", Path.home() / ".cache/torch_extensions"))
-    build = root / name
-    so = build / f"{name}.so"
-    if so.is_file() and not (build / "lock").exists():  # built, not being written: import it directly
-        spec = importlib.util.spec_from_file_location(name, so)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "No CUDA runtime" on CPU machines
-    from torch.utils.cpp_extension import load
+    from common.quant.kernels import build_extension
 
-    build.mkdir(parents=True, exist_ok=True)
-    return load(name=name, sources=[str(SOURCE)], extra_cflags=FLAGS, extra_ldflags=["-fopenmp"],
-                build_directory=str(build), verbose=False)
+    return build_extension(_name(), SOURCE, FLAGS)
 
 
 def ext():

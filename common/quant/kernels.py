@@ -54,7 +54,12 @@ def _name() -> str:
 
 
 def _build():
-    name = _name()
+    return build_extension(_name(), SOURCE, FLAGS)
+
+
+def build_extension(name: str, source: Path, flags: list[str]):
+    """Compile (once) and import the C++ extension ``name`` from ``source``, cached under
+    ``$TORCH_EXTENSIONS_DIR`` (~/.cache/torch_extensions); the suite's kernels and the engine's use it."""
     root = Path(os.environ.get("TORCH_EXTENSIONS_DIR", Path.home() / ".cache/torch_extensions"))
     build = root / name
     so = build / f"{name}.so"
@@ -68,7 +73,7 @@ def _build():
     from torch.utils.cpp_extension import load
 
     build.mkdir(parents=True, exist_ok=True)
-    return load(name=name, sources=[str(SOURCE)], extra_cflags=FLAGS, extra_ldflags=["-fopenmp"],
+    return load(name=name, sources=[str(source)], extra_cflags=flags, extra_ldflags=["-fopenmp"],
                 build_directory=str(build), verbose=False)
 
 
