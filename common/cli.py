@@ -178,9 +178,10 @@ def main(paper: str, default_config: str, argv: list[str] | None = None) -> int:
             except (SystemExit, KeyboardInterrupt) as stop:  # Lightning's way out of a fit that got a signal
                 if not stopped:
                     raise
-                print(f"error: stopped by {stopped[0]}: no result written; the run's last checkpoint "
-                      f"(runs/{paper}/{name}/seed{cfg.seed}/checkpoints/last.ckpt) is intact: go on with --resume",
-                      file=sys.stderr)
+                last = Path(args.runs_dir) / paper / (f"{name}_finetuned" if args.command == "finetune" else name) \
+                    / f"seed{cfg.seed}" / "checkpoints" / "last.ckpt"
+                print(f"error: stopped by {stopped[0]}: no result written; the run's last checkpoint ({last}) is "
+                      "intact: go on with --resume", file=sys.stderr)
                 return EXIT_SIGTERM if stopped[0] == "SIGTERM" else EXIT_SIGINT
         if path:
             print(f"result: {path}")
