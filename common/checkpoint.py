@@ -14,7 +14,6 @@ optimizer, schedule and epoch counter start fresh, as in the papers' fine-tuning
 """
 from __future__ import annotations
 
-import json
 import pickle
 import re
 from pathlib import Path
@@ -26,7 +25,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from common.errors import UserError
-from common.results import atomic_write, first_difference, result_path
+from common.results import atomic_write, first_difference, read_result, result_path
 
 READ_ERRORS = (RuntimeError, EOFError, OSError, KeyError, TypeError, ValueError, pickle.UnpicklingError)
 
@@ -137,10 +136,10 @@ def resolve_init(init_from: str, paper: str, seed: int, results_dir: Path, runs_
             raise UserError(f"init_from: {init_from!r}: no result {source} (neither a .ckpt nor a .json path: train "
                             f"it first with python -m papers.{owner or paper} train --config {config} --seed {seed})")
     if source is not None:
-        try:
-            p = Path(json.loads(source.read_text(encoding="utf-8"))["checkpoint"])
-        except (OSError, ValueError, KeyError, TypeError, RecursionError):
-            raise UserError(f"init_from: {source}: not a result file of this suite (no 'checkpoint')") from None
+        ckpt = (read_result(source) or {}).get("checkpoint")
+        if not isinstance(ckpt, str):
+            raise UserError(f"init_from: {source}: not a result file of this suite (no 'checkpoint')")
+        p = Path(ckpt)
         trees = [Path(runs_dir).resolve(), Path(results_dir).resolve()]
         if not any(p.resolve().is_relative_to(t) for t in trees) or p.suffix != ".ckpt":
             raise UserError(f"init_from: {source}: its checkpoint {p} is not a .ckpt under the runs folder "

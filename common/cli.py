@@ -33,7 +33,8 @@ from lightning.pytorch.callbacks import Callback
 
 from common.config import Config, list_configs, load_config
 from common.errors import Diverged, UserError
-from common.results import SCHEMA, Replacing, environment, git_commit, result_path, run_lock, write_json_atomic
+from common.results import (SCHEMA, Replacing, environment, git_commit, result_path, run_lock, writable,
+                            write_json_atomic)
 
 EXIT_USER_ERROR = 2
 EXIT_DIVERGED = 3
@@ -275,8 +276,7 @@ def check_writable(folder: Path, option: str) -> None:
         existing = existing.parent
     if not existing.is_dir():
         raise UserError(f"{option} {folder}: {existing} is a file, expected a folder")
-    # (root may write where no write bit is set: a folder without any is read-only by intent)
-    if not os.access(existing, os.W_OK | os.X_OK) or not existing.stat().st_mode & 0o222:
+    if not writable(existing):
         raise UserError(f"{option} {folder}: {existing} is not writable")
     free = shutil.disk_usage(existing).free
     if free < MIN_FREE_BYTES:

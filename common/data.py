@@ -268,10 +268,10 @@ def jpeg_files(root: Path, counts: dict[str, int] | None = None) -> dict[str, li
 
 def _cache_dirs(base: Path) -> list[Path]:
     """Where a decoded copy may be kept: beside the images when that folder is writable, else the user's cache."""
+    from common.results import writable
+
     user = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lowbit-repro"
-    # a folder without write bits is read-only by intent, even to root (whom os.access lets write anywhere)
-    writable = os.access(base, os.W_OK) and base.stat().st_mode & 0o222
-    return [base, user] if writable else [user]
+    return [base, user] if writable(base) else [user]
 
 
 def _decode(files: list[tuple[Path, int]]) -> tuple[torch.Tensor, torch.Tensor]:

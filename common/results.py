@@ -35,6 +35,13 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
         raise
 
 
+def writable(folder: Path) -> bool:
+    """Whether this process may write in the existing ``folder``. A folder without any write bit is read-only by
+    intent, even to root (whom ``os.access`` lets write anywhere)."""
+    folder = Path(folder)
+    return os.access(folder, os.W_OK | os.X_OK) and bool(folder.stat().st_mode & 0o222)
+
+
 def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
@@ -128,7 +135,7 @@ class Replacing:
         self.previous = old if not diff else None
 
     def may_write_diverged(self) -> bool:
-        return read_result(self.path) is None or read_result(self.path).get("status") != "ok"
+        return (read_result(self.path) or {}).get("status") != "ok"
 
     def compare(self, new: dict) -> str | None:
         """One line on how the new result compares with the one it replaced (same config and seed), or None."""

@@ -20,7 +20,6 @@ import hashlib
 import os
 import platform
 import sys
-import warnings
 from pathlib import Path
 
 import torch
@@ -51,13 +50,9 @@ def ext():
     global _ext, _loaded
     if not _loaded:
         _loaded = True
-        if os.environ.get("LOWBIT_KERNELS", "1") != "0":
-            try:
-                _ext = _build()
-            except Exception as e:  # no compiler, no ninja, no headers: the plain-torch GEMMs give the same numbers
-                warnings.warn(f"lowbit-repro: the engine's binary GEMM kernel is unavailable ({type(e).__name__}: "
-                              f"{str(e).strip().splitlines()[-1] if str(e).strip() else ''}); using the plain-torch "
-                              "backend (same results, slower). Set LOWBIT_KERNELS=0 to silence.", stacklevel=2)
+        from common.quant.kernels import load_or_warn
+
+        _ext = load_or_warn(lambda: _build(), "the engine's binary GEMM kernel", "the plain-torch backend")
     return _ext
 
 

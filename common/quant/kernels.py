@@ -82,17 +82,29 @@ def ext():
     global _ext, _loaded
     if not _loaded:
         _loaded = True
-        if os.environ.get("LOWBIT_KERNELS", "1") != "0":
-            try:
-                module = _build()
-                if not _draws_like_torch(module):
-                    raise RuntimeError("this torch draws uniforms differently from the kernels")
-                _ext = module
-            except Exception as e:  # no compiler, no ninja, no headers: the torch path gives the same numbers
-                warnings.warn(f"lowbit-repro: fused CPU kernels unavailable ({type(e).__name__}: "
-                              f"{str(e).strip().splitlines()[-1] if str(e).strip() else ''}); using the torch path "
-                              "(same results, slower). Set LOWBIT_KERNELS=0 to silence.", stacklevel=2)
+        _ext = load_or_warn(_checked_build, "fused CPU kernels", "the torch path")
     return _ext
+
+
+def _checked_build():
+    module = _build()
+    if not _draws_like_torch(module):
+        raise RuntimeError("this torch draws uniforms differently from the kernels")
+    return module
+
+
+def load_or_warn(build, what: str, fallback: str):
+    """``build()``, or None where ``LOWBIT_KERNELS=0`` or the build fails (no compiler, no ninja, no headers: one
+    warning; ``fallback`` gives the same numbers, slower). The suite's kernels and the engine's load this way."""
+    if os.environ.get("LOWBIT_KERNELS", "1") == "0":
+        return None
+    try:
+        return build()
+    except Exception as e:  # noqa: BLE001 - any build failure means the plain path, which is always there
+        warnings.warn(f"lowbit-repro: {what} unavailable ({type(e).__name__}: "
+                      f"{str(e).strip().splitlines()[-1] if str(e).strip() else ''}); using {fallback} "
+                      "(same results, slower). Set LOWBIT_KERNELS=0 to silence.", stacklevel=3)
+        return None
 
 
 def _draws_like_torch(module) -> bool:
