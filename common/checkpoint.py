@@ -22,7 +22,6 @@ import torch
 from torch import nn
 
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.pytorch.callbacks import ModelCheckpoint
 
 from common.errors import UserError
 from common.results import atomic_write, first_difference, read_result, result_path
@@ -69,28 +68,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         atomic_write(Path(path), lambda f: torch.save(checkpoint, f))
 
 
-class LastCheckpoint(ModelCheckpoint):
-    """``last.ckpt``: at every epoch's end (after its validation), and with ``every_n_train_steps`` also every that
-    many steps inside an epoch, for resuming a long epoch. (Lightning's own ``save_last`` skips an epoch whose
-    monitored metric did not improve, which would leave ``last.ckpt`` behind.) Not after an epoch's last batch: a
-    checkpoint taken there, before the validation, would resume past it."""
-
-    def __init__(self, dirpath: Path, every_n_train_steps: int = 0):
-        super().__init__(dirpath=dirpath, save_top_k=0, save_last=True, every_n_train_steps=every_n_train_steps or None,
-                         enable_version_counter=False)
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if self._every_n_train_steps and batch_idx + 1 < trainer.num_training_batches:
-            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
-
-    def on_validation_end(self, trainer, pl_module) -> None:
-        pass  # the epoch's end is saved in on_train_epoch_end, after the validation and the epoch's hooks
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        if not self._should_skip_saving_checkpoint(trainer):
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
-
-
 def run_dir(runs_dir: Path, paper: str, name: str, seed: int) -> Path:
     """runs/<paper>/<config>/seed<N>: checkpoints (``checkpoints/best.ckpt``, ``checkpoints/last.ckpt``) and logs."""
     return Path(runs_dir) / paper / name / f"seed{seed}"
@@ -125,12 +102,12 @@ def resolve_init(init_from: str, paper: str, seed: int, results_dir: Path, runs_
     elif p.suffix == ".json":
         source = p
     else:
+        from common.papers import ALL
+
         owner, _, config = init_from.rpartition("/")
-        papers_dir = Path(__file__).resolve().parent.parent / "papers"
-        if owner and not (papers_dir / owner / "__init__.py").is_file():
-            known = sorted(p.name for p in papers_dir.iterdir() if (p / "__init__.py").is_file())
+        if owner and owner not in ALL:
             raise UserError(f"init_from: {init_from!r}: no paper {owner!r} (expected a .ckpt, a .json, a config name "
-                            f"or paper/config with a paper among: {', '.join(known)})")
+                            f"or paper/config with a paper among: {', '.join(sorted(ALL))})")
         source = result_path(results_dir, paper, init_from, seed)
         if not source.is_file():
             raise UserError(f"init_from: {init_from!r}: no result {source} (neither a .ckpt nor a .json path: train "

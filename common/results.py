@@ -10,6 +10,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import BinaryIO, Callable
 
@@ -177,6 +178,43 @@ def run_lock(folder: Path, what: str):
         yield
     finally:
         os.close(fd)
+
+
+def make_result(paper: str, name: str, cfg, model, metrics: dict | None, results_dir: Path, init_ckpt: Path | None,
+            wall: float, status: str = "ok", **rest) -> dict:
+    """The result file's content (one schema for trained and post-training-quantized networks). ``status``: "ok", or
+    "diverged" (then ``metrics`` is null and ``diverged_at`` says where: 0-based epoch, global step, the loss)."""
+    from common.module import bits_summary, parameter_bits
+
+    bits, per_layer = bits_summary(model)
+    return {
+        "schema": SCHEMA,
+        "status": status,
+        "paper": paper,
+        "config_name": name,
+        "seed": cfg.seed,
+        "description": cfg.description,
+        "claims": cfg.claims,
+        "scale": cfg.scale,
+        "dataset": cfg.data.name,
+        "model": cfg.model["name"],
+        "bits": bits,
+        "layers": per_layer,
+        "metrics": metrics,
+        "errors_in": "percent",
+        "init_from": str(init_ckpt) if init_ckpt else None,
+        "baseline": ({"config": cfg.baseline, "result": str(result_path(results_dir, paper, cfg.baseline, cfg.seed))}
+                     if cfg.baseline else None),
+        "param_count": sum(p.numel() for p in model.parameters()),
+        "param_bits": parameter_bits(model),
+        "wall_time_s": round(wall, 1),
+        **environment(cfg.trainer.accelerator),
+        "git_commit": git_commit(),
+        "config_hash": cfg.hash(),
+        "config": cfg.to_dict(),
+        **rest,
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 def git_commit() -> str:

@@ -40,7 +40,6 @@ float|binary|ternary|fixed, scale: none|layer|filter, fl}, ``bias``, ``bias_insi
 """
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import NamedTuple
 
@@ -310,27 +309,19 @@ def export(model: nn.Module, path, meta: dict | None = None) -> int:
     return write(packed, Path(path))
 
 
-def _import_papers() -> None:
-    """Import every paper package, so that the models and quantizers they register exist."""
-    import papers
-
-    for p in sorted(Path(papers.__file__).parent.iterdir()):
-        if (p / "__init__.py").is_file():
-            importlib.import_module(f"papers.{p.name}")
-
-
 def model_from_checkpoint(ckpt_path) -> tuple[nn.Module, dict]:
     """Rebuild the ``Classifier`` of a checkpoint written by this suite (read as data only) with its weights;
     returns (module in eval mode, its config dict)."""
     from common.checkpoint import read_checkpoint
     from common.data import DATASETS
     from common.module import Classifier
+    from common.papers import import_all
 
     ckpt = read_checkpoint(Path(ckpt_path), "checkpoint")
     cfg = (ckpt.get("hyper_parameters") or {}).get("config")
     if not isinstance(cfg, dict):
         raise UserError(f"checkpoint {ckpt_path}: not a checkpoint of this suite's train command (no config)")
-    _import_papers()
+    import_all()  # (every paper's models and quantizers registered)
     data = DATASETS.get((cfg.get("data") or {}).get("name"))
     if data is None:
         raise UserError(f"checkpoint {ckpt_path}: unknown dataset in its config")

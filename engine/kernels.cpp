@@ -466,6 +466,81 @@ torch::Tensor im2col_pack(torch::Tensor x, int64_t kh, int64_t kw, int64_t sh, i
   return out;
 }
 
+// ------------------------------------------------------------------------------------------------ max pooling of bits
+
+// Max pooling of a binary activation (+-H): the OR of the bits in each window. x bool (N, C, H, W), contiguous or
+// channels last (the thresholds' output, read in place; the result is then channels last too), kernel kh x kw, stride, padding (padded taps never count:
+// torch pads max pooling with -inf), dilation 1 -> bool (N, C, Ho, Wo) contiguous; Ho, Wo as torch computes them
+// (ceil_mode included), given by the caller.
+torch::Tensor or_pool2d(torch::Tensor x, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
+                        int64_t Ho, int64_t Wo) {
+  TORCH_CHECK(x.device().is_cpu() && x.dim() == 4 && x.scalar_type() == torch::kBool,
+              "or_pool2d: a bool (N, C, H, W) CPU tensor expected");
+  TORCH_CHECK(kh >= 1 && kw >= 1 && sh >= 1 && sw >= 1 && ph >= 0 && pw >= 0 && Ho >= 0 && Wo >= 0,
+              "or_pool2d: bad geometry");
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  if (x.is_contiguous(at::MemoryFormat::ChannelsLast) && !x.is_contiguous()) {
+    // channels last (the thresholds' output): each window position ORs whole rows of C channels (vectorised);
+    // the result is channels last too, as an (N, C, Ho, Wo) view
+    auto out = torch::empty({N, Ho, Wo, C}, torch::dtype(torch::kBool));
+    const uint8_t* px = reinterpret_cast<const uint8_t*>(x.data_ptr());
+    uint8_t* po = reinterpret_cast<uint8_t*>(out.data_ptr());
+    at::parallel_for(0, N * Ho, 1, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t n = r / Ho, oy = r % Ho;
+        const int64_t y0 = std::max<int64_t>(oy * sh - ph, 0), y1 = std::min<int64_t>(oy * sh - ph + kh, H);
+        for (int64_t ox = 0; ox < Wo; ++ox) {
+          const int64_t x0 = std::max<int64_t>(ox * sw - pw, 0), x1 = std::min<int64_t>(ox * sw - pw + kw, W);
+          uint8_t* o = po + (r * Wo + ox) * C;
+          std::memset(o, 0, C);
+          for (int64_t y = y0; y < y1; ++y)
+            for (int64_t xx = x0; xx < x1; ++xx) {
+              const uint8_t* i = px + ((n * H + y) * W + xx) * C;
+              for (int64_t c = 0; c < C; ++c) o[c] |= i[c];
+            }
+        }
+      }
+    });
+    return out.permute({0, 3, 1, 2});
+  }
+  x = x.contiguous();
+  auto out = torch::empty({N, C, Ho, Wo}, torch::dtype(torch::kBool));
+  const uint8_t* px = reinterpret_cast<const uint8_t*>(x.data_ptr());
+  uint8_t* po = reinterpret_cast<uint8_t*>(out.data_ptr());
+  at::parallel_for(0, N * C, 1, [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      const uint8_t* plane = px + p * H * W;
+      uint8_t* o = po + p * Ho * Wo;
+      if (kh == 2 && kw == 2 && sh == 2 && sw == 2 && ph == 0 && pw == 0 && 2 * Ho <= H && 2 * Wo <= W) {
+        for (int64_t oy = 0; oy < Ho; ++oy) {  // the common 2 x 2 pooling: two bytes of two rows at a time
+          const uint8_t* r0 = plane + 2 * oy * W;
+          const uint8_t* r1 = r0 + W;
+          uint8_t* orow = o + oy * Wo;
+          for (int64_t ox = 0; ox < Wo; ++ox) {
+            uint16_t a, b;
+            std::memcpy(&a, r0 + 2 * ox, 2);
+            std::memcpy(&b, r1 + 2 * ox, 2);
+            const uint16_t v = a | b;
+            orow[ox] = static_cast<uint8_t>((v | (v >> 8)) & 1);
+          }
+        }
+        continue;
+      }
+      for (int64_t oy = 0; oy < Ho; ++oy) {
+        const int64_t y0 = std::max<int64_t>(oy * sh - ph, 0), y1 = std::min<int64_t>(oy * sh - ph + kh, H);
+        for (int64_t ox = 0; ox < Wo; ++ox) {
+          const int64_t x0 = std::max<int64_t>(ox * sw - pw, 0), x1 = std::min<int64_t>(ox * sw - pw + kw, W);
+          uint8_t v = 0;
+          for (int64_t y = y0; y < y1; ++y)
+            for (int64_t xx = x0; xx < x1; ++xx) v |= plane[y * W + xx];
+          o[oy * Wo + ox] = v;
+        }
+      }
+    }
+  });
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -473,6 +548,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("a"), py::arg("b"), py::arg("k"), py::arg("isa"));
   m.def("im2col_pack", &im2col_pack, "packed im2col rows of a binary image (F.unfold order, 0 padding = -1 bits)",
         py::arg("x"), py::arg("kh"), py::arg("kw"), py::arg("sh"), py::arg("sw"), py::arg("ph"), py::arg("pw"));
+  m.def("or_pool2d", &or_pool2d, "max pooling of bits: the OR over each window (padding never counts)",
+        py::arg("x"), py::arg("kh"), py::arg("kw"), py::arg("sh"), py::arg("sw"), py::arg("ph"), py::arg("pw"),
+        py::arg("ho"), py::arg("wo"));
   m.def("supported", &supported, "whether this processor runs the path (0 scalar, 1 avx2, 2 avx512_vpopcntdq)");
   m.def("best_isa", &best_isa, "the fastest path this processor runs");
 }

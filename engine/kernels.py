@@ -94,3 +94,10 @@ def im2col_pack(bits: torch.Tensor, kernel, stride, padding) -> torch.Tensor:
     rows, without the float32 unfold (kernel width <= 56)."""
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
     return ext().im2col_pack(bits, kh, kw, sh, sw, ph, pw)
+
+
+def or_pool2d(bits: torch.Tensor, kernel, stride, padding, out_hw) -> torch.Tensor:
+    """Max pooling of a binary activation, bool (N, C, H, W) (any strides) -> bool (N, C, Ho, Wo): the OR of each
+    window's bits, padding never counting (dilation 1; ``out_hw`` as torch's max pooling computes it)."""
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    return ext().or_pool2d(bits, kh, kw, sh, sw, ph, pw, out_hw[0], out_hw[1])

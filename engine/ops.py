@@ -158,3 +158,19 @@ def numpy_pack_bits(bits: np.ndarray) -> np.ndarray:
     padded = np.zeros(bits.shape[:-1] + (padded_bytes(k) * 8,), dtype=bool)
     padded[..., :k] = bits
     return np.packbits(padded, axis=-1, bitorder="little")
+
+
+def or_pool2d(bits: torch.Tensor, kernel_size, stride, padding, dilation, ceil_mode) -> torch.Tensor:
+    """Max pooling of a binary activation (+-H): bool (N, C, H, W) -> bool, the OR of each window's bits (torch's
+    max pooling pads with -inf, so padding never counts). The compiled kernel where it is built (dilation 1), else
+    torch's float max pooling of the bits."""
+    from engine import kernels
+
+    as2 = lambda v: tuple(v) if isinstance(v, (tuple, list)) else (v, v)  # noqa: E731
+    k, s, p, d = as2(kernel_size), as2(stride if stride else kernel_size), as2(padding), as2(dilation)
+    if kernels.ext() is not None and d == (1, 1) and bits.dim() == 4:
+        def out(size, k, s, p):  # torch's output size, ceil_mode's rule included
+            n = (size + 2 * p - k + ((s - 1) if ceil_mode else 0)) // s + 1
+            return n - 1 if ceil_mode and (n - 1) * s >= size + p else n
+        return kernels.or_pool2d(bits, k, s, p, (out(bits.shape[2], k[0], s[0], p[0]), out(bits.shape[3], k[1], s[1], p[1])))
+    return torch.nn.functional.max_pool2d(bits.to(torch.float32), k, s, p, d, ceil_mode) > 0.5

@@ -238,8 +238,8 @@ class Engine:
                       dilation=spec["dilation"], ceil_mode=spec["ceil_mode"])
 
             def pool(a):
-                if isinstance(a, _Bits):  # max of +-H values: OR of the bits (padding counts as -H)
-                    return _Bits(F.max_pool2d(a.bits.to(torch.float32), **kw) > 0.5, a.H)
+                if isinstance(a, _Bits):  # max of +-H values: the OR of the bits (padding never counts)
+                    return _Bits(ops.or_pool2d(a.bits, **kw), a.H)
                 return F.max_pool2d(a, **kw)
             return pool
         if op == "flatten":

@@ -6,7 +6,6 @@ float, points), ``matches_float`` (the low-bit network reproduces the float accu
 """
 from __future__ import annotations
 
-import importlib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,11 +14,10 @@ from typing import Optional
 import yaml
 
 from common.errors import UserError
+from common.papers import ALL, PAPERS, package
 
 ROOT = Path(__file__).resolve().parent.parent
 CLAIMS_FILE = ROOT / "leaderboard" / "claims.yaml"
-PAPERS = ("binaryconnect", "bnn", "xnor", "qnn", "twn", "dorefa", "gupta", "lowprec", "fxptrain", "sung", "sqnr",
-          "ristretto", "moons", "qiu")
 DATASETS = ("mnist", "pimnist", "cifar10", "svhn", "imagenet")
 HOW = ("scratch", "finetune", "post_training")
 METRICS = ("top1_err", "top5_err", "top1_drop", "top5_drop", "matches_float", "statement")
@@ -137,8 +135,8 @@ def config_claim_ids() -> dict[str, list[str]]:
     from common.config import list_configs, load_config
 
     named: dict[str, list[str]] = {}
-    for paper in PAPERS + ("float",):
-        importlib.import_module(f"papers.{paper}")  # the paper's own models and post-training methods
+    for paper in ALL:
+        package(paper)  # the paper's own models and post-training methods
         folder = ROOT / "papers" / paper / "configs"
         for name in list_configs(folder):
             _, cfg = load_config(name, folder)

@@ -5,7 +5,6 @@ a mean. Runs whose status is ``diverged`` are counted but never averaged.
 """
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import statistics
@@ -202,9 +201,10 @@ def _cost(group: Group) -> tuple[Optional[dict], Optional[str]]:
     from common.data import DATASETS
     from common.errors import UserError
     from common.module import Classifier
+    from common.papers import package
 
     try:
-        importlib.import_module(f"papers.{group.paper}")  # the paper's own models and post-training methods
+        package(group.paper)  # the paper's own models and post-training methods
         cfg = validate(group.first["config"])
     except (ModuleNotFoundError, UserError) as e:
         return None, f"its stored config no longer builds ({str(e)[:160]})"

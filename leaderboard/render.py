@@ -4,7 +4,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Optional
 
-from leaderboard.claims import PAPERS, Claim
+from common.papers import PAPERS
+from leaderboard.claims import Claim
 from leaderboard.collect import (ABS_TOL, REL_TOL, SETTINGS, Group, Skipped, Verdict, claim_groups, fits, judge,
                                  proxies)
 

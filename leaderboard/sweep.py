@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
-import importlib
 import json
 import os
 import subprocess
@@ -26,7 +25,9 @@ from pathlib import Path
 from typing import Callable
 
 from common.errors import UserError
-from leaderboard.claims import PAPERS, ROOT
+from common.papers import ALL
+from common.papers import package as paper_package
+from leaderboard.claims import ROOT
 
 DEFAULT_COST_S = 300.0
 
@@ -94,7 +95,7 @@ def plan(scale: str, seeds: list[int], papers: list[str], match: str, results_di
 
     items = []
     for paper in papers:
-        package = importlib.import_module(f"papers.{paper}")
+        package = paper_package(paper)
         finetune = set(getattr(package, "FINETUNE", ()))
         folder = ROOT / "papers" / paper / "configs"
         for name in list_configs(folder):
@@ -284,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", choices=["cpu", "paper"], default="cpu", help="which configs (default: cpu)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="default: 1 2 3")
-    parser.add_argument("--papers", nargs="+", choices=("float",) + PAPERS, default=("float",) + PAPERS)
+    parser.add_argument("--papers", nargs="+", choices=ALL, default=ALL)
     parser.add_argument("--match", default="*", help="only configs whose name matches this glob (e.g. 'mnist_lenet5*')")
     parser.add_argument("--jobs", type=int, default=None,
                         help="runs at a time (default 1; with --executor slurm: all, SLURM queues them)")

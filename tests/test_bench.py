@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from common import bench
+from benchmarks import training as bench
 
 
 def test_steps_benchmark_writes_ratios_and_the_readme_section(tmp_path, capsys):

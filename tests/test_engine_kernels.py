@@ -159,3 +159,21 @@ def test_fused_im2col_packing_gives_unfold_and_pack_bits_bytes(shape):
         cols = F.unfold(bits.to(torch.float32), kernel, padding=padding, stride=stride)
         want = ops.pack_bits(cols.transpose(1, 2).reshape(-1, cols.shape[1]) > 0.5)
         assert torch.equal(kernels.im2col_pack(bits, kernel, stride, padding), want), (kernel, stride, padding)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_or_pooling_of_bits_is_max_pooling_of_pm1(channels_last):
+    """Max pooling of +-1 activations as the OR of their bits, for odd sizes, kernel, stride, padding (never counted)
+    and ceil mode, on contiguous and channels-last input: equal to torch's max pooling of the +-1 values."""
+    import itertools
+
+    g = torch.Generator().manual_seed(5)
+    for h, w, k, s, p, ceil in itertools.product([5, 12, 13], [6, 9], [1, 2, 3], [1, 2, 3], [0, 1], [False, True]):
+        if 2 * p > k:
+            continue
+        x = torch.rand(2, 3, h, w, generator=g) < 0.5
+        if channels_last:
+            x = x.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+        want = torch.nn.functional.max_pool2d(ops.pm1(x), k, s, p, 1, ceil) > 0
+        got = ops.or_pool2d(x, k, s, p, 1, ceil)
+        assert got.shape == want.shape and torch.equal(got, want), (h, w, k, s, p, ceil)

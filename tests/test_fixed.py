@@ -139,17 +139,17 @@ def test_stage_wise_chain_carries_quantizer_state(tmp_path):
 
 
 def test_calibration_restores_the_initial_weights_and_keeps_the_ranges(tmp_path, monkeypatch):
-    import common.cli as cli
+    import common.training as training
 
     seen = {}
-    real = cli.calibrate
+    real = training.calibrate
 
     def spy(module, data, cfg, progress):
         seen["before"] = {k: v.clone() for k, v in module.state_dict().items()}
         real(module, data, cfg, progress)
         seen["after"] = {k: v.clone() for k, v in module.state_dict().items()}
 
-    monkeypatch.setattr(cli, "calibrate", spy)
+    monkeypatch.setattr(training, "calibrate", spy)
     run_train(tmp_path, "pimnist_cpu_dfxp", paper="lowprec",
               **{"quant.calibrate_epochs": 1, "quant.rules.0.input.update_every": 1})
     before, after = seen["before"], seen["after"]

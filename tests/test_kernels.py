@@ -151,7 +151,7 @@ def test_straight_through_gradient_unchanged_by_the_kernels(q):
 def test_training_steps_identical_with_and_without_kernels(config):
     """A few training steps of the shared-setting configs (forward, backward, step, after-step pass) end with the
     same weights and buffers bit for bit."""
-    from common import bench
+    from benchmarks import training as bench
 
     method = bench.Method("m", "m", config, "W")
     net = bench.NETWORKS["lenet5"]

@@ -158,7 +158,7 @@ class DynamicFixed(Quantizer):
     Lower bound: the integer length never goes below ``il_min = wl - 126``, i.e. fl = wl - 1 - il <= 125, the largest
     fractional length at which the scale 2^fl, the step 2^-fl and both overflow thresholds ((2^(wl-1) - 1) 2^-fl and
     half of it) are normal float32 numbers, so the format computes the same whether subnormals are flushed to zero
-    (as training runs do: common/cli.py process_settings) or not. Without it an all-zero tensor (nothing ever
+    (as training runs do: common/training.py process_settings) or not. Without it an all-zero tensor (nothing ever
     overflows) lowers il at every update: the step and thresholds turn subnormal, 2^fl overflows to inf and every
     0 * 2^fl is NaN. Real data never reaches the bound: moving below it needs, averaged over ``update_every`` calls,
     all but a ``max_overflow`` fraction of the values below (2^(wl-1) - 1) 2^-126 < 2^(wl-127) <= 2^-95 (~2.5e-29,

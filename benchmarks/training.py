@@ -20,7 +20,7 @@ layer where the suite's rule quantizes; what Brevitas has no counterpart for (gr
 quantizers) is left out and said in the row's note. Without Brevitas the columns say "not installed".
 
 Lightning (``results/bench/lightning.json``): the second epoch (``--epoch-steps`` batches, the validation pass, the
-epoch-end checkpoints and logs) of a CPU config trained with the suite's Trainer as ``common.cli.train`` sets it up
+epoch-end checkpoints and logs) of a CPU config trained with the suite's Trainer as ``common.training.train`` sets it up
 (CSV logger, best and last checkpoints, epoch curve, no progress bar) against a plain loop over the same in-memory
 data doing the same work (shuffled batches, forward, loss, backward, step, after-step pass, validation, the two
 checkpoints written the same atomic way), alternated, median of ``--epoch-repeats``. The second epoch, so that
@@ -34,7 +34,6 @@ import gc
 import io
 import json
 import math
-import platform
 import random
 import statistics
 import sys
@@ -391,7 +390,7 @@ def bench_lightning(args, log, trainer_extra: dict | None = None) -> dict:
     import lightning as L
     from lightning.pytorch.loggers import CSVLogger
 
-    import common.cli as cli
+    import common.training as training
     from common.config import load_config
     from common.data import ClassificationData, data_root
     from common.errors import UserError
@@ -418,15 +417,15 @@ def bench_lightning(args, log, trainer_extra: dict | None = None) -> dict:
         nval = len(data.val_dataloader()) if cfg.data.val_size else 0
 
         def lightning_epoch(nb: int = nb) -> float:
-            """The second epoch of a 2-epoch fit with the Trainer as common.cli.train builds it (no progress bar,
+            """The second epoch of a 2-epoch fit with the Trainer as common.training.train builds it (no progress bar,
             no wandb): its training batches, validation, checkpoints and logs (the run's setup is not timed)."""
             L.seed_everything(cfg.seed, workers=True, verbose=False)
             module = Classifier(cfg.to_dict(), data.shape, data.num_classes)
             mark = _second_epoch_start()
             with tempfile.TemporaryDirectory() as d:
                 with _quiet():
-                    trainer = cli.build_trainer(cfg, Path(d), [CSVLogger(d, name="csv", version="")], progress=False,
-                                                checkpoint_every=cli.CHECKPOINT_EVERY, max_epochs=2,
+                    trainer = training.build_trainer(cfg, Path(d), [CSVLogger(d, name="csv", version="")], progress=False,
+                                                checkpoint_every=training.CHECKPOINT_EVERY, max_epochs=2,
                                                 limit_train_batches=nb)[0]
                     trainer.callbacks.append(mark)
                     trainer.fit(module, datamodule=data)
@@ -519,21 +518,13 @@ def _quiet():
 
 
 def environment(args) -> dict:
-    import lightning
+    """What a result file records of its machine and software (``common.results.environment``), and the bench's own."""
+    import os
 
-    from common.quant import kernels
+    from common.results import environment as run_environment
 
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return {"cpu": cpu, "cores": __import__("os").cpu_count(), "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "lightning": lightning.__version__, "python": platform.python_version(),
-            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "quick": bool(args.quick),
-            "fused_kernels": kernels.ext() is not None,
-            **({"note": args.note} if getattr(args, "note", None) else {})}
+    return {**run_environment("cpu"), "cores": os.cpu_count(), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+            "quick": bool(args.quick), **({"note": args.note} if getattr(args, "note", None) else {})}
 
 
 # ---------------------------------------------------------------- report
@@ -740,7 +731,7 @@ def main(argv: list[str] | None = None) -> int:
     args.warmup = args.warmup if args.warmup is not None else (2 if q else 5)
     args.epoch_steps = args.epoch_steps or (100 if q else 10 ** 9)
     args.epoch_repeats = args.epoch_repeats or (2 if q else 5)
-    from common.cli import process_settings
+    from common.training import process_settings
 
     torch.set_num_threads(args.threads)
     process_settings()  # as training runs

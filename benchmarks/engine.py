@@ -1,6 +1,6 @@
 """How fast the engine's bit arithmetic is against float32 torch on this CPU, in one process, side by side.
 
-    python -m engine.bench [--quick] [--threads 1 2] [--out results/bench/engine.json] [--ghz 3.7]
+    python -m benchmarks.engine [--quick] [--threads 1 2] [--out results/bench/engine.json] [--ghz 3.7]
 
 (a) GEMM level: the compiled binary GEMM (``engine.kernels``, XNOR + popcount on packed bits, int32 out) against
     ``torch.mm`` in float32 on the same M x N x K, at the im2col shapes of LeNet-5 (conv2, fc1; batch 100), VGG-small
@@ -255,7 +255,7 @@ def bench_nets(threads: list[int], batches: list[int], repeats: int) -> list[dic
 # ------------------------------------------------------------------------------------------------ main
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m engine.bench", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.engine", description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer shapes and repeats (< 60 s)")
     ap.add_argument("--threads", type=int, nargs="+", default=None, help="thread counts (default: 1 2)")
     ap.add_argument("--out", default=str(ROOT / "results" / "bench" / "engine.json"))
@@ -278,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     ide = ideal(args.ghz, isa)
     cpu = cpu_info()
-    print(f"engine.bench: {cpu['model']}, {os.cpu_count()} CPUs, kernel path {isa}, torch {torch.__version__}, "
+    print(f"benchmarks.engine: {cpu['model']}, {os.cpu_count()} CPUs, kernel path {isa}, torch {torch.__version__}, "
           f"threads {threads}, repeats {repeats}{' (quick)' if args.quick else ''}")
 
     print("\n(a) binary GEMM (kernel, int32 out) vs torch.mm float32, same M x N x K; median ms")

@@ -1,0 +1,34 @@
+"""The one registry of papers: the packages under ``papers/``, in the order the leaderboard lists them.
+
+Every paper package has a ``__main__.py`` (``python -m papers.<name>``), a ``configs/`` folder and a README;
+importing it registers its models and post-training methods. ``float`` is the float baseline every method is
+compared with; ``PAPERS`` are the reproduced papers.
+"""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from common.errors import UserError
+
+PAPERS = ("binaryconnect", "bnn", "xnor", "qnn", "twn", "dorefa", "gupta", "lowprec", "fxptrain", "sung", "sqnr",
+          "ristretto", "moons", "qiu")
+ALL = ("float",) + PAPERS
+FOLDER = Path(__file__).resolve().parent.parent / "papers"
+
+
+def package(name: str, what: str = "paper"):
+    """The paper's package, imported (its models and methods registered); an unknown name is a ``UserError``."""
+    if name not in ALL:
+        raise UserError(f"{what} {name!r}: no such paper (available: {', '.join(sorted(ALL))})")
+    return importlib.import_module(f"papers.{name}")
+
+
+def import_all() -> None:
+    """Import every paper package, so that every model and post-training method a config may name exists."""
+    for name in ALL:
+        importlib.import_module(f"papers.{name}")
+
+
+def configs_dir(name: str) -> Path:
+    return FOLDER / name / "configs"
