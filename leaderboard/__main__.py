@@ -9,6 +9,7 @@ from pathlib import Path
 from common.errors import UserError
 from leaderboard.claims import ROOT, check_registry
 from leaderboard.collect import group_runs, load_runs
+from leaderboard.efficiency import load_bench, load_efficiency
 from leaderboard.plots import write_plots
 from leaderboard.render import render
 
@@ -24,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         claims = check_registry()
+        load_efficiency()
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -41,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     groups = group_runs(runs)
-    text = render(claims, groups, skipped)
+    bench, why = load_bench(results_dir)
+    text = render(claims, groups, skipped, bench, why)
     if args.check:
         current = out.read_text() if out.is_file() else ""
         if current != text:

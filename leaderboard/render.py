@@ -125,7 +125,7 @@ def paper_view(claims: dict[str, Claim], groups: dict) -> list[str]:
     return out
 
 
-def shared_view(groups: dict, setting: str) -> list[str]:
+def shared_view(groups: dict, setting: str, speed: dict[str, float] | None = None) -> list[str]:
     spec = SETTINGS[setting]
     rows = sorted((g for g in groups.values() if g.setting == setting and g.runs), key=lambda g: (g.mean(), g.label))
     if not rows:
@@ -134,8 +134,9 @@ def shared_view(groups: dict, setting: str) -> list[str]:
     out = [f"## Every method on the same network, data and budget: {spec.title}", "",
            f"{spec.recipe}; each method adds only its own quantizers (and, for binary weights, its Glorot-scaled learning "
            "rate); post-training methods quantize the float run of the same seed. Sorted by error.", "",
-           "| # | method | config | how | W/A/G | n | error % | drop vs float | memory KiB | × smaller | MBOPs | × fewer |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "| # | method | config | how | W/A/G | n | error % | drop vs float | memory KiB | × smaller | MBOPs | × fewer "
+           "| engine × faster |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     ref_mem = (base.cost or {}).get("param_bits") if base and base.cost else None
     ref_bops = (base.cost or {}).get("bops") if base and base.cost else None
     for i, g in enumerate(rows, 1):
@@ -143,9 +144,13 @@ def shared_view(groups: dict, setting: str) -> list[str]:
         out.append(f"| {i} | {SHORT.get(g.paper, g.paper)} | `{g.label}` | {g.how.replace('_', '-')} | {bits_cell(g.bits)} | "
                    f"{n_cell(g)} | {err_cell(g)} | {num(g.drop(), True)} | {mem_cell(g)} | "
                    f"{num(ref_mem / mem, digits=1) if ref_mem and mem else '—'} | {bops_cell(g)} | "
-                   f"{num(ref_bops / bops, digits=1) if ref_bops and bops else '—'} |")
+                   f"{num(ref_bops / bops, digits=1) if ref_bops and bops else '—'} | "
+                   f"{num((speed or {}).get(g.label), digits=2)} |")
     prefix = "shared" if setting == "mnist_lenet5" else f"shared_{setting}"
-    out += ["", f"![error versus weight bits](leaderboard/plots/{prefix}_weight_bits.png) "
+    out += ["", "*engine × faster*: the whole network run exported in the integer engine against the same network in "
+                "float32 torch, batch 100, measured by `python -m benchmarks.engine` (see the efficiency claims); — "
+                "where the engine does not run the method yet or it was not timed.",
+            "", f"![error versus weight bits](leaderboard/plots/{prefix}_weight_bits.png) "
                 f"![error versus activation bits](leaderboard/plots/{prefix}_activation_bits.png)", "",
             f"![error versus model size and bit-operations, Pareto front](leaderboard/plots/{prefix}_pareto.png)", "",
             f"![training curves](leaderboard/plots/{prefix}_curves.png)", ""]
@@ -193,7 +198,10 @@ def provenance(groups: dict, skipped: list[Skipped]) -> list[str]:
     return out
 
 
-def render(claims: dict[str, Claim], groups: dict, skipped: list[Skipped]) -> str:
+def render(claims: dict[str, Claim], groups: dict, skipped: list[Skipped], bench: dict | None = None,
+           bench_why: str = "no benchmark results") -> str:
+    from leaderboard.efficiency import efficiency_view, load_efficiency, speedups
+
     pairs = [(g.reduced, judge(c, g).kind) for c in claims.values() for g in claim_groups(c, groups) if g.runs]
     verdicts, reduced = Counter(k for r, k in pairs if not r), Counter(k for r, k in pairs if r)
     head = ["# Leaderboard", "",
@@ -216,7 +224,8 @@ def render(claims: dict[str, Claim], groups: dict, skipped: list[Skipped]) -> st
             + ", ".join(f"{MARK[k]} {verdicts[k]}" for k in MARK if k != "not run" and verdicts[k]) + "."
             + (" At reduced scale (shared settings, drops only): "
                + ", ".join(f"{MARK[k]} {reduced[k]}" for k in MARK if reduced[k]) + "." if reduced else ""), ""]
-    shared = [line for setting in SETTINGS for line in shared_view(groups, setting)]
-    body = head + shared + rank_view(groups) + roadmap_view(claims, groups) + [""] + paper_view(claims, groups) \
-        + provenance(groups, skipped)
+    speed = speedups(bench)
+    shared = [line for setting in SETTINGS for line in shared_view(groups, setting, speed)]
+    body = head + shared + rank_view(groups) + roadmap_view(claims, groups) + [""] \
+        + efficiency_view(load_efficiency(), bench, bench_why) + paper_view(claims, groups) + provenance(groups, skipped)
     return "\n".join(body).rstrip() + "\n"
