@@ -15,6 +15,10 @@ from pathlib import Path
 from typing import BinaryIO, Callable
 
 SCHEMA = 1
+# what every result file has, with its type (the leaderboard and the sweep read result files by these)
+REQUIRED = {"schema": int, "status": str, "paper": str, "config_name": str, "seed": int, "scale": str, "dataset": str,
+            "model": str, "bits": dict, "metrics": (dict, type(None)), "config": dict}
+STATUSES = ("ok", "diverged")
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:

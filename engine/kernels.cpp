@@ -466,6 +466,52 @@ torch::Tensor im2col_pack(torch::Tensor x, int64_t kh, int64_t kw, int64_t sh, i
   return out;
 }
 
+// The same rows for channels packed per pixel: x bool (N, H, W, C) contiguous (channels last), C a multiple of 8 ->
+// uint8 (N * Ho * Wo, padded_bytes(K)), K = kh kw C in (dy, dx, c) order (the weights are packed in that order too),
+// zero padding as bit 0 (-1). Each pixel's C bits become C / 8 bytes once (8 bools to a byte by one multiply); a
+// row is then kh copies of kw * C / 8 contiguous bytes.
+torch::Tensor im2col_pack_hwc(torch::Tensor x, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw) {
+  TORCH_CHECK(x.device().is_cpu() && x.dim() == 4 && x.scalar_type() == torch::kBool && x.is_contiguous(),
+              "im2col_pack_hwc: a contiguous bool (N, H, W, C) CPU tensor expected");
+  const int64_t N = x.size(0), H = x.size(1), Wd = x.size(2), C = x.size(3);
+  TORCH_CHECK(C % 8 == 0 && kh >= 1 && kw >= 1 && sh >= 1 && sw >= 1 && ph >= 0 && pw >= 0,
+              "im2col_pack_hwc: bad geometry (channels must be a multiple of 8)");
+  const int64_t Hp = H + 2 * ph, Wp = Wd + 2 * pw, Cb = C / 8;
+  TORCH_CHECK(Hp >= kh && Wp >= kw, "im2col_pack_hwc: kernel larger than the padded image");
+  const int64_t Ho = (Hp - kh) / sh + 1, Wo = (Wp - kw) / sw + 1;
+  const int64_t K = kh * kw * C, words = (K + 63) / 64, rowb = kw * Cb;
+  std::vector<uint8_t> img(static_cast<size_t>(N * Hp * Wp * Cb), 0);
+  const uint8_t* px = reinterpret_cast<const uint8_t*>(x.data_ptr());
+  uint8_t* pimg = img.data();
+  at::parallel_for(0, N * H, 1, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t n = r / H, y = r % H;
+      const uint8_t* src = px + r * Wd * C;
+      uint8_t* dst = pimg + ((n * Hp + y + ph) * Wp + pw) * Cb;
+      for (int64_t i = 0; i < Wd * Cb; ++i) {
+        uint64_t v;
+        std::memcpy(&v, src + 8 * i, 8);
+        dst[i] = static_cast<uint8_t>((v * 0x0102040810204080ULL) >> 56);  // byte j's bit 0 -> bit j
+      }
+    }
+  });
+  auto out = torch::empty({N * Ho * Wo, words * 8}, torch::dtype(torch::kUInt8));
+  uint8_t* po = out.data_ptr<uint8_t>();
+  const int64_t used = kh * rowb, tail = words * 8 - used;
+  at::parallel_for(0, N * Ho, 1, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t n = r / Ho, oy = r % Ho;
+      for (int64_t ox = 0; ox < Wo; ++ox) {
+        uint8_t* o = po + (r * Wo + ox) * words * 8;
+        const uint8_t* in = pimg + ((n * Hp + oy * sh) * Wp + ox * sw) * Cb;
+        for (int64_t dy = 0; dy < kh; ++dy) std::memcpy(o + dy * rowb, in + dy * Wp * Cb, rowb);
+        if (tail) std::memset(o + used, 0, tail);
+      }
+    }
+  });
+  return out;
+}
+
 // ------------------------------------------------------------------------------------------------ max pooling of bits
 
 // Max pooling of a binary activation (+-H): the OR of the bits in each window. x bool (N, C, H, W), contiguous or
@@ -547,6 +593,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("binary_gemm", &binary_gemm, "C = K - 2 popcount(A XOR B^T) on packed 64-bit rows, int32",
         py::arg("a"), py::arg("b"), py::arg("k"), py::arg("isa"));
   m.def("im2col_pack", &im2col_pack, "packed im2col rows of a binary image (F.unfold order, 0 padding = -1 bits)",
+        py::arg("x"), py::arg("kh"), py::arg("kw"), py::arg("sh"), py::arg("sw"), py::arg("ph"), py::arg("pw"));
+  m.def("im2col_pack_hwc", &im2col_pack_hwc, "packed im2col rows, channels packed per pixel ((dy, dx, c) order)",
         py::arg("x"), py::arg("kh"), py::arg("kw"), py::arg("sh"), py::arg("sw"), py::arg("ph"), py::arg("pw"));
   m.def("or_pool2d", &or_pool2d, "max pooling of bits: the OR over each window (padding never counts)",
         py::arg("x"), py::arg("kh"), py::arg("kw"), py::arg("sh"), py::arg("sw"), py::arg("ph"), py::arg("pw"),

@@ -101,3 +101,11 @@ def or_pool2d(bits: torch.Tensor, kernel, stride, padding, out_hw) -> torch.Tens
     window's bits, padding never counting (dilation 1; ``out_hw`` as torch's max pooling computes it)."""
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
     return ext().or_pool2d(bits, kh, kw, sh, sw, ph, pw, out_hw[0], out_hw[1])
+
+
+def im2col_pack_hwc(bits: torch.Tensor, kernel, stride, padding) -> torch.Tensor:
+    """The packed im2col rows with the channels packed per pixel: bool (N, C, H, W) with C a multiple of 8 (best
+    channels last, as the thresholds give it) -> uint8 (N Ho Wo, padded_bytes(K)), K = C kh kw in (dy, dx, c)
+    order, zero padding as bit 0 (-1)."""
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    return ext().im2col_pack_hwc(bits.permute(0, 2, 3, 1).contiguous(), kh, kw, sh, sw, ph, pw)

@@ -174,3 +174,17 @@ def or_pool2d(bits: torch.Tensor, kernel_size, stride, padding, dilation, ceil_m
             return n - 1 if ceil_mode and (n - 1) * s >= size + p else n
         return kernels.or_pool2d(bits, k, s, p, (out(bits.shape[2], k[0], s[0], p[0]), out(bits.shape[3], k[1], s[1], p[1])))
     return torch.nn.functional.max_pool2d(bits.to(torch.float32), k, s, p, d, ceil_mode) > 0.5
+
+
+def hwc_available() -> bool:
+    """Whether ``im2col_pack_hwc`` runs here (the compiled kernel)."""
+    from engine import kernels
+
+    return kernels.ext() is not None
+
+
+def im2col_pack_hwc(bits: torch.Tensor, kernel, stride, padding) -> torch.Tensor:
+    """``im2col_pack``'s rows in (dy, dx, c) order, for C a multiple of 8 (the compiled kernel only)."""
+    from engine import kernels
+
+    return kernels.im2col_pack_hwc(bits, kernel, stride, padding)

@@ -5,7 +5,9 @@ the data module gives it, to float32 logits. Activations travel between ops eith
 *bits* (bool, True = +H, False = -H). Per layer:
 
 - **binary input x binary weights** (BNN, XNOR-Net's inner layers): im2col of the input bits (``F.unfold``), the
-  columns packed 64 bits a word (``engine.ops.pack_bits``), and the integer dot products from
+  columns packed 64 bits a word (``engine.ops.pack_bits``; with the compiled kernel and a multiple of 8 input
+  channels, each pixel's channels are packed once and the rows copied as whole bytes, the weights packed in the same
+  (dy, dx, c) order), and the integer dot products from
   ``engine.ops.binary_gemm`` (XNOR + popcount; exact). Then either the folded BN + sign thresholds (integer
   comparisons, bits out, see ``engine.fold``), or the real value k * alpha * H_in (* K) + bias in float32.
 - **real input x binary / ternary weights** (BinaryConnect, BWN, TWN; the first layer of BNN): a float GEMM with
@@ -93,6 +95,13 @@ class _Layer:
         else:
             raise UserError(f"packed model: layer {spec.get('name')}: unknown weight kind {self.kind!r}")
         self._corr: dict[tuple[int, int], torch.Tensor] = {}
+        # channels packed per pixel (C a multiple of 8, the compiled kernel built): the im2col rows are whole bytes
+        # copied from the packed image, and the weights are packed once more in the same (dy, dx, c) order
+        self.packed_hwc = None
+        if self.kind == "binary" and self.conv and self.shape[1] % 8 == 0 and ops.hwc_available():
+            o, c, kh, kw = self.shape
+            bits = ops.unpack_bits(self.packed, self.k).view(o, c, kh, kw).permute(0, 2, 3, 1).reshape(o, self.k)
+            self.packed_hwc = ops.pack_bits(bits)
 
     # -------------------------------------------------------------------------------------------- helpers
 
@@ -146,8 +155,11 @@ class _Layer:
             ho = (h + 2 * s["padding"][0] - s["kernel"][0]) // s["stride"][0] + 1
             wo = (w + 2 * s["padding"][1] - s["kernel"][1]) // s["stride"][1] + 1
             L = ho * wo
-            a = ops.im2col_pack(x, s["kernel"], s["stride"], s["padding"])  # (N L, bytes): rows of K packed bits
-            k = ops.binary_gemm(a, self.packed, self.k).view(n, L, self.o)  # channels last, as the GEMM gives them
+            if self.packed_hwc is not None:  # (N L, bytes): rows of K packed bits, (dy, dx, c) order
+                a, wp = ops.im2col_pack_hwc(x, s["kernel"], s["stride"], s["padding"]), self.packed_hwc
+            else:  # (c, dy, dx) order
+                a, wp = ops.im2col_pack(x, s["kernel"], s["stride"], s["padding"]), self.packed
+            k = ops.binary_gemm(a, wp, self.k).view(n, L, self.o)  # channels last, as the GEMM gives them
             corr = self._pad_correction((h, w))
             if corr is not None:
                 k += corr

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from common.results import REQUIRED, SCHEMA, STATUSES
 from leaderboard.claims import Claim
 
-SCHEMA = 1
 
 
 @dataclass(frozen=True)
@@ -38,9 +38,6 @@ SETTINGS = {s.name: s for s in (
             "(`common/configs/cifar10_vggsmall.yaml`)", "CIFAR-10 (JPEG), reduced width and budget"),
 )}
 SHARED = tuple(SETTINGS)
-REQUIRED = {"schema": int, "status": str, "paper": str, "config_name": str, "seed": int, "scale": str, "dataset": str,
-            "model": str, "bits": dict, "metrics": (dict, type(None)), "config": dict}
-STATUSES = ("ok", "diverged")
 MAX_RESULT_BYTES = 16 << 20  # a real result file is a few tens of KiB
 
 # The tolerance rule, stated once: |ours - claimed| <= max(ABS_TOL, REL_TOL x |claimed|, 2 sigma), where sigma is

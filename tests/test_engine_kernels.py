@@ -9,6 +9,10 @@ import warnings
 import pytest
 import torch
 
+from torch import nn
+
+from common.quant import QConv2d, QLinear
+from common.quant.binary import ScaledSign, Sign
 from engine import Engine, export, kernels, ops
 from test_engine import shared_net, tiny_binary_net
 
@@ -177,3 +181,37 @@ def test_or_pooling_of_bits_is_max_pooling_of_pm1(channels_last):
         want = torch.nn.functional.max_pool2d(ops.pm1(x), k, s, p, 1, ceil) > 0
         got = ops.or_pool2d(x, k, s, p, 1, ceil)
         assert got.shape == want.shape and torch.equal(got, want), (h, w, k, s, p, ceil)
+
+
+@pytest.mark.parametrize("pad,stride,weight", [(0, 1, "sign"), (1, 1, "sign"), (1, 2, "scaled"), (2, 2, "sign")])
+def test_channels_packed_per_pixel_give_the_same_network(tmp_path, monkeypatch, pad, stride, weight):
+    """Binary convolutions over a multiple of 8 channels take the per-pixel packing ((dy, dx, c) rows): the
+    network still equals the simulated one (every binary activation bit for bit) and the (c, dy, dx) path exactly."""
+    from test_engine import check_agrees, randomize_bn
+
+    g = torch.Generator().manual_seed(11 + pad + stride)
+
+    def wq():
+        return Sign() if weight == "sign" else ScaledSign(per="filter")
+
+    convs = nn.Sequential(
+        QConv2d(3, 8, 3, padding=1, weight=wq()), nn.BatchNorm2d(8), Sign(ste="htanh"),
+        QConv2d(8, 16, 3, stride=stride, padding=pad, weight=wq()), nn.BatchNorm2d(16), Sign(ste="htanh"),
+        nn.MaxPool2d(2, ceil_mode=True), QConv2d(16, 24, 2, padding=pad, weight=wq()), nn.BatchNorm2d(24),
+        Sign(ste="htanh"), QConv2d(24, 8, 3, padding=1, weight=wq()), nn.Flatten())
+    n = convs(torch.zeros(1, 3, 13, 11)).shape[1]
+    net = nn.Sequential(*convs, QLinear(n, 5, weight=wq())).eval()
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, (QConv2d, QLinear)):
+                m.weight.uniform_(-1, 1, generator=g)
+    randomize_bn(net, g)
+    export(net, tmp_path / "m.lbp")
+    eng = Engine(tmp_path / "m.lbp")
+    assert sum(op.packed_hwc is not None for _, op in eng.ops if hasattr(op, "packed_hwc")) == 3
+    x = torch.rand(5, 3, 13, 11, generator=g) * 2 - 1
+    check_agrees(net, eng, x)
+    monkeypatch.setattr(ops, "hwc_available", lambda: False)
+    plain = Engine(tmp_path / "m.lbp")
+    assert all(getattr(op, "packed_hwc", None) is None for _, op in plain.ops)
+    assert torch.equal(plain(x), eng(x))

@@ -157,10 +157,13 @@ def test_render_is_deterministic_and_the_committed_leaderboard_is_up_to_date(tmp
     """CI's check: the committed LEADERBOARD.md is exactly what the committed results and claims give."""
     from leaderboard.plots import write_plots
 
+    from leaderboard.efficiency import load_bench
+
     runs, skipped = load_runs(ROOT / "results")
     groups = group_runs(runs)
-    text = render(check_registry(), groups, skipped)
-    assert render(check_registry(), groups, skipped) == text
+    bench, why = load_bench(ROOT / "results")
+    text = render(check_registry(), groups, skipped, bench, why)
+    assert render(check_registry(), groups, skipped, bench, why) == text
     assert text == (ROOT / "LEADERBOARD.md").read_text(), \
         "LEADERBOARD.md is out of date: run python -m leaderboard and commit it"
     assert not skipped, f"committed result files the leaderboard cannot read: {skipped}"
