@@ -21,14 +21,22 @@ ALL_CONFIGS = sorted((p.parent.parent.name, p.stem) for p in (ROOT / "papers").g
 
 
 def _smoke_set(configs):
-    """Every config, except that of each paper's ImageNet configs only the first is smoke-trained end to end (their
-    networks are 60-140M parameters: two checkpoints each); every config's step is run in test_config."""
+    """Every config, except two kinds of paper-scale config that are smoke-run once per paper: ImageNet training
+    configs (their networks are 60-140M parameters: two checkpoints each) and post-training configs on a paper-scale
+    network (their search over a full-size network's weights takes a minute or more on CI's 2 cores; the same search
+    runs on every shared-setting and CPU-scale network), those on ImageNet networks not at all. Every config's step
+    is run in test_config."""
     seen, out = set(), []
     for paper, config in configs:
-        if config.startswith("imagenet_"):
-            if paper in seen:
+        importlib.import_module(f"papers.{paper}")
+        cfg = load_config(config, ROOT / f"papers/{paper}/configs")[1]
+        kind = "ptq" if cfg.ptq is not None else "imagenet" if config.startswith("imagenet_") else None
+        if kind == "ptq" and cfg.data.name == "imagenet":  # (its float network is smoke-trained all the same)
+            continue
+        if kind and cfg.scale == "paper":
+            if (paper, kind) in seen:
                 continue
-            seen.add(paper)
+            seen.add((paper, kind))
         out.append((paper, config))
     return out
 
