@@ -10,8 +10,8 @@
     throughput against peak float32 MAC/s from the FMA units' throughput, at the clock of /proc/cpuinfo (or --ghz);
     the assumptions are printed and written with the numbers.
 (c) Whole networks: ``engine.Engine`` on the exported network against the simulated network itself (float32 torch,
-    eval mode, no_grad) at batch 1 and 100: the shared settings' BNN, XNOR, BWN, BinaryConnect and TWN LeNet-5 and
-    BNN and XNOR VGG-small (random initialisation; batch-norm statistics from a few random batches), with the share
+    eval mode, no_grad) at batch 1 and 100: the shared settings' BNN, XNOR, BWN, BinaryConnect, TWN, dynamic fixed
+    point and Gupta LeNet-5 and BNN and XNOR VGG-small (random initialisation; batch-norm statistics from a few random batches), with the share
     of the engine's time by kind of op and the share spent in the popcount GEMM itself.
 (d) Sizes: the packed file of every trained-from-scratch method of the shared settings against its float32
     state_dict, and per weight kind (binary, ternary, fixed) the packed weights and scales against float32 weights;
@@ -192,7 +192,8 @@ def bench_gemms(shapes, threads: list[int], repeats: int, big_repeats: int) -> l
 SETTINGS = {"mnist_lenet5": ("LeNet-5", (1, 28, 28)), "cifar10_vggsmall": ("VGG-small (1/4 width)", (3, 32, 32))}
 # timed whole networks (every covered method's network is sized; these are also timed)
 TIMED = ("bnn/mnist_lenet5", "xnor/mnist_lenet5_xnor", "xnor/mnist_lenet5_bwn", "binaryconnect/mnist_lenet5_det",
-         "twn/mnist_lenet5", "bnn/cifar10_vggsmall", "xnor/cifar10_vggsmall_xnor")
+         "twn/mnist_lenet5", "lowprec/mnist_lenet5_dfxp", "gupta/mnist_lenet5_fl14_sr", "bnn/cifar10_vggsmall",
+         "xnor/cifar10_vggsmall_xnor")
 
 
 def build_net(paper: str, name: str, in_shape):
@@ -203,7 +204,10 @@ def build_net(paper: str, name: str, in_shape):
     package(paper)
     torch.manual_seed(0)
     _, cfg = load_config(name, configs_dir(paper))
+    from common.quant import after_step
+
     model = Classifier(cfg.to_dict(), in_shape, 10)
+    after_step(model.model)  # stored values on their grid, as training keeps them (Gupta's fixed-point weights)
     model.train()
     with torch.no_grad():
         for _ in range(3):
@@ -272,8 +276,11 @@ def bench_sizes() -> tuple[list[dict], list[dict]]:
 def _op_kind(spec: dict) -> str:
     if spec["op"] in ("conv", "linear"):
         bits_in = spec["input"]["kind"] in ("bits", "sign")
-        return "bit layers (pack + popcount GEMM + thresholds)" if bits_in and spec["weight"]["kind"] == "binary" \
-            else "real-input layers (float GEMM)"
+        if bits_in and spec["weight"]["kind"] == "binary":
+            return "bit layers (pack + popcount GEMM + thresholds)"
+        if spec["input"]["kind"] == "fixed" and spec["weight"]["kind"] == "fixed" and not spec.get("act_scale"):
+            return "fixed-point layers (integer GEMM)"
+        return "real-input layers (float GEMM)"
     return {"maxpool": "pooling", "batchnorm": "batch norm", "sign": "sign"}.get(spec["op"], "other ops")
 
 

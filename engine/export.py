@@ -20,7 +20,9 @@ file described in ``engine.fileformat``. The network is walked in order; support
   ========================  ===============================================  ==========================================
 
   ``sign_stochastic`` is stored as what it is at test time: the real weights (``eval: real``) or ``sign``.
-  A layer's ``input`` quantizer may be ``sign`` (binary input), ``sign_stochastic`` (as at test time) or ``fixed``.
+  A layer's ``input`` quantizer may be ``sign`` (binary input), ``sign_stochastic`` (as at test time) or ``fixed``;
+  ``dynamic_fixed`` (weights or input) is packed as the static format of its current integer length, which is what
+  it computes at test time (``fl = wl - 1 - il``, symmetric range).
 - ``BatchNorm1d`` / ``BatchNorm2d`` with running statistics: float32 mean, var, gamma, beta (kept as torch computes
   it, not folded into float weights, which would change the rounding).
 - activations: ``sign`` quantizers (and ``sign_stochastic`` with ``eval: sign``) -> binary; ``ReLU``,
@@ -135,7 +137,8 @@ def _decompose_weight(name: str, m: nn.Module) -> tuple[dict, dict]:
     upd = getattr(m, "update_quantizer", None)
     if qname is None and _quantizer_name(upd) == "fixed":
         qname, wq_mod = "fixed", upd  # stored-value quantization: the weight itself is on the fixed grid
-    if qname in (None, "float") or (qname == "sign_stochastic" and wq_mod.eval_mode == "real"):
+    if qname in (None, "float") or (qname == "sign_stochastic" and wq_mod.eval_mode == "real") \
+            or (qname == "dynamic_fixed" and not bool(wq_mod.initialised)):  # (passes the weights through)
         spec, arrays, rec = {"kind": "float", "scale": "none"}, {"weight": _f32(wq)}, wq
     elif qname in ("sign", "sign_stochastic", "scaled_sign"):
         if qname == "scaled_sign":
@@ -159,8 +162,8 @@ def _decompose_weight(name: str, m: nn.Module) -> tuple[dict, dict]:
         rec = (t.to(flat.dtype) * alpha.view(-1, 1)).view_as(wq)
         spec = {"kind": "ternary", "scale": "filter" if per == "filter" else "layer"}
         arrays = {"plus": plus, "minus": minus, "alpha": alpha.float()}
-    elif qname == "fixed":
-        wl, fl = int(wq_mod.wl), int(wq_mod.fl)
+    elif qname in ("fixed", "dynamic_fixed"):
+        wl, fl = int(wq_mod.wl), int(wq_mod.fl) if qname == "fixed" else int(wq_mod.fl())
         q = wq.double() * 2.0**fl
         dtype = np.int8 if wl <= 8 else np.int16 if wl <= 16 else np.int32
         info = np.iinfo(dtype)
@@ -181,13 +184,16 @@ def _input_spec(name: str, m: nn.Module, state: dict) -> dict:
     """How the layer sees its input: real, bits (already binary), sign (its own binary input quantizer), fixed."""
     q = getattr(m, "input_quantizer", None)
     qname = _quantizer_name(q)
-    if qname in (None, "float") or (qname == "sign_stochastic" and q.eval_mode == "real"):
+    if qname in (None, "float") or (qname == "sign_stochastic" and q.eval_mode == "real") \
+            or (qname == "dynamic_fixed" and not bool(q.initialised)):  # (passes its input through)
         return dict(state)
     if qname in ("sign", "sign_stochastic"):
         return {"kind": "sign", "H": float(q.H)}
-    if qname == "fixed":
+    if qname in ("fixed", "dynamic_fixed"):
         if state["kind"] != "real":
             raise UserError(f"engine export: {name}: a fixed-point input quantizer on binary activations")
+        if qname == "dynamic_fixed":  # at test time: the static format of its current integer length
+            return {"kind": "fixed", "wl": int(q.wl), "fl": int(q.fl()), "rounding": q.rounding, "span": "symmetric"}
         return {"kind": "fixed", "wl": int(q.wl), "fl": int(q.fl), "rounding": q.rounding, "span": q.span}
     raise UserError(f"engine export: {name}: input quantizer {qname!r} is not supported by the engine yet")
 
