@@ -104,8 +104,23 @@ def config_difference(stored: dict, cfg) -> str | None:
     try:
         old = validate(stored).to_dict()
     except UserError as err:
-        return f"its config is no longer valid ({err})"
+        return f"{NO_LONGER_VALID} ({err})"
     return first_difference(comparable(old), comparable(cfg.to_dict()))
+
+
+NO_LONGER_VALID = "its config is no longer valid"
+
+
+def stored_config_valid(stored: dict) -> bool:
+    """Whether a result's stored config still passes today's validation."""
+    from common.config import validate
+    from common.errors import UserError
+
+    try:
+        validate(stored)
+    except UserError:
+        return False
+    return True
 
 
 def read_result(path: Path) -> dict | None:

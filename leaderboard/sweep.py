@@ -57,7 +57,7 @@ class Job:
 
 
 def up_to_date(result_file: Path, cfg) -> tuple[bool, str]:
-    from common.results import config_difference, read_result
+    from common.results import config_difference, read_result, stored_config_valid
 
     if not result_file.is_file():
         return False, "no result"
@@ -68,9 +68,10 @@ def up_to_date(result_file: Path, cfg) -> tuple[bool, str]:
         return False, f"status {data.get('status')!r}"
     if data.get("config_hash") == cfg.hash():
         return True, "same hash"
-    diff = config_difference(data.get("config") or {}, cfg)
-    if diff and diff.startswith("its config is no longer valid"):
-        return False, f"stored config no longer valid"
+    stored = data.get("config") or {}
+    if not stored_config_valid(stored):
+        return False, "stored config no longer valid"
+    diff = config_difference(stored, cfg)
     return not diff, "same config" if not diff else "config changed"
 
 

@@ -182,6 +182,10 @@ def test_sweep_skips_a_result_only_while_its_config_is_unchanged(tmp_path):
     _, changed = load_config("mnist_cpu", ROOT / "papers/bnn/configs", ["optim.lr_start=0.5"], seed=1)
     assert up_to_date(GOOD, changed) == (False, "config changed")
     assert up_to_date(tmp_path / "none.json", cfg) == (False, "no result")
+    stale = json.loads(GOOD.read_text())
+    stale["config_hash"], stale["config"]["optim"]["lr_start"] = "x", -1  # a value today's schema refuses
+    (tmp_path / "stale.json").write_text(json.dumps(stale))
+    assert up_to_date(tmp_path / "stale.json", cfg) == (False, "stored config no longer valid")
     folder = tmp_path / "bnn" / "mnist_cpu"
     folder.mkdir(parents=True)
     shutil.copy(GOOD, folder / "seed1.json")
