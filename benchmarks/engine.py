@@ -13,8 +13,8 @@
     eval mode, no_grad) at batch 1 and 100: the shared settings' BNN, XNOR, BWN, BinaryConnect, TWN, dynamic fixed
     point and Gupta LeNet-5 and BNN and XNOR VGG-small (random initialisation; batch-norm statistics from a few random batches), with the share
     of the engine's time by kind of op and the share spent in the popcount GEMM itself.
-(d) Sizes: the packed file of every trained-from-scratch method of the shared settings against its float32
-    state_dict, and per weight kind (binary, ternary, fixed) the packed weights and scales against float32 weights;
+(d) Sizes: the packed file of every method of the shared settings against its float32 state_dict (post-training
+    methods with the per-layer formats of their committed seed-1 result), and per weight kind (binary, ternary, fixed) the packed weights and scales against float32 weights;
     the methods the engine does not cover yet are listed with the reason.
 
 Timing: after a warm-up, ``repeats`` rounds, each timing the two sides one after the other (interleaved, so load
@@ -215,9 +215,9 @@ def build_net(paper: str, name: str, in_shape):
     return model.eval()
 
 
-def shared_methods() -> list[tuple[str, str, str, tuple]]:
-    """(label, paper, config, input shape) of every trained-from-scratch method config of the shared settings (the
-    post-training ones keep no checkpoint to export)."""
+def shared_methods(with_ptq: bool = False) -> list[tuple]:
+    """(label, paper, config, input shape) of every trained-from-scratch method config of the shared settings; with
+    ``with_ptq``, (..., is post-training) of every method config, post-training ones included."""
     from common.config import list_configs, load_config
     from common.papers import ALL, configs_dir, package
 
@@ -226,7 +226,12 @@ def shared_methods() -> list[tuple[str, str, str, tuple]]:
         for paper in ALL:
             package(paper)
             for name in list_configs(configs_dir(paper)):
-                if name.startswith(setting) and load_config(name, configs_dir(paper))[1].ptq is None:
+                if not name.startswith(setting):
+                    continue
+                post = load_config(name, configs_dir(paper))[1].ptq is not None
+                if with_ptq:
+                    out.append((f"{paper}/{name}", paper, name, shape, post))
+                elif not post:
                     out.append((f"{paper}/{name}", paper, name, shape))
     return out
 
@@ -250,16 +255,42 @@ def layer_sizes(packed) -> dict:
     return by
 
 
+def ptq_net(paper: str, name: str, in_shape):
+    """A post-training method's network with the per-layer formats it chose, from its committed seed-1 result (the
+    formats depend on the float network's weights; a packed file's size, only on the formats and the shapes), with
+    random weights; None without that result."""
+    from common.config import validate
+    from common.module import Classifier
+    from common.quant import after_step
+    from common.results import read_result, result_path
+
+    stored = (read_result(result_path(ROOT / "results", paper, name, 1)) or {}).get("config")
+    if not isinstance(stored, dict):
+        return None
+    torch.manual_seed(0)
+    model = Classifier(validate(stored).to_dict(), in_shape, 10)
+    after_step(model.model)
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.rand(32, *in_shape) * 2 - 1)
+    return model.eval()
+
+
 def bench_sizes() -> tuple[list[dict], list[dict]]:
-    """The packed file of every shared-setting method the engine covers, against float32; and those it does not."""
+    """The packed file of every shared-setting method the engine covers, against float32; and those it does not.
+    Post-training methods: their network with the formats of their committed seed-1 result."""
     from common.errors import UserError
     from engine import export
     from engine.export import build, float32_bytes
 
     sizes, uncovered = [], []
     tmp = Path(tempfile.mkdtemp(prefix="engine_sizes_"))
-    for label, paper, name, shape in shared_methods():
-        model = build_net(paper, name, shape)
+    for label, paper, name, shape, post in shared_methods(with_ptq=True):
+        model = ptq_net(paper, name, shape) if post else build_net(paper, name, shape)
+        if model is None:
+            uncovered.append({"config": label, "why": "no committed seed-1 result to take its formats from"})
+            continue
         try:
             with torch.no_grad():
                 packed = build(model.model)
