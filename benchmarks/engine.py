@@ -62,17 +62,6 @@ def gemm_shapes(quick: bool) -> list[tuple[str, int, int, int]]:
     return s + vgg + alex + [("square 4096^3", 4096, 4096, 4096)]
 
 
-def timed(fn, repeats: int, warmup: int = 1) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-    return out
-
-
 def side_by_side(fns: dict, repeats: int, warmup: int = 1) -> dict[str, float]:
     """Median seconds of each function, timed in interleaved rounds after ``warmup`` rounds."""
     for _ in range(warmup):
@@ -90,7 +79,7 @@ def side_by_side(fns: dict, repeats: int, warmup: int = 1) -> dict[str, float]:
 # ------------------------------------------------------------------------------------------------ (b) the ideal
 
 def cpu_info() -> dict:
-    info = {"model": platform.processor(), "mhz": None, "flags": set(), "vendor": ""}
+    info = {"model": platform.processor(), "mhz": None, "vendor": ""}
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -101,8 +90,6 @@ def cpu_info() -> dict:
             info[field] = m.group(1).strip()
     mhz = [float(x) for x in re.findall(r"^cpu MHz\s*:\s*([\d.]+)", text, re.M)]
     info["mhz"] = max(mhz) if mhz else None
-    m = re.search(r"^flags\s*:\s*(.+)$", text, re.M)
-    info["flags"] = set(m.group(1).split()) if m else set()
     return info
 
 
@@ -153,7 +140,7 @@ def ideal(ghz: float | None, isa: str) -> dict:
 # ------------------------------------------------------------------------------------------------ (a) GEMMs
 
 def bench_gemms(shapes, threads: list[int], repeats: int, big_repeats: int) -> list[dict]:
-    from engine import kernels
+    from engine import kernels, ops
 
     rows = []
     g = torch.Generator().manual_seed(0)
@@ -162,10 +149,7 @@ def bench_gemms(shapes, threads: list[int], repeats: int, big_repeats: int) -> l
         a = torch.randint(0, 256, (m, nb), dtype=torch.uint8, generator=g)
         b = torch.randint(0, 256, (n, nb), dtype=torch.uint8, generator=g)
         if k % 64:  # the padding bits are 0 in both operands
-            mask = torch.ones(nb * 8, dtype=torch.bool)
-            mask[k:] = False
-            from engine.ops import pack_bits
-            pm = pack_bits(mask.view(1, -1)[:, :k]).view(-1)
+            pm = ops.pack_bits(torch.ones(1, k, dtype=torch.bool)).view(-1)
             a &= pm
             b &= pm
         xf = torch.randn(m, k, generator=g)
@@ -196,18 +180,15 @@ TIMED = ("bnn/mnist_lenet5", "xnor/mnist_lenet5_xnor", "xnor/mnist_lenet5_bwn", 
          "xnor/cifar10_vggsmall_xnor")
 
 
-def build_net(paper: str, name: str, in_shape):
-    from common.config import load_config
+def sampled_net(config: dict, in_shape):
+    """The config's ``Classifier`` with random weights (seed 0), stored values on their grid as training keeps them
+    (Gupta's fixed-point weights), batch-norm statistics from 3 random batches, in eval mode."""
     from common.module import Classifier
-    from common.papers import configs_dir, package
-
-    package(paper)
-    torch.manual_seed(0)
-    _, cfg = load_config(name, configs_dir(paper))
     from common.quant import after_step
 
-    model = Classifier(cfg.to_dict(), in_shape, 10)
-    after_step(model.model)  # stored values on their grid, as training keeps them (Gupta's fixed-point weights)
+    torch.manual_seed(0)
+    model = Classifier(config, in_shape, 10)
+    after_step(model.model)
     model.train()
     with torch.no_grad():
         for _ in range(3):
@@ -215,9 +196,16 @@ def build_net(paper: str, name: str, in_shape):
     return model.eval()
 
 
-def shared_methods(with_ptq: bool = False) -> list[tuple]:
-    """(label, paper, config, input shape) of every trained-from-scratch method config of the shared settings; with
-    ``with_ptq``, (..., is post-training) of every method config, post-training ones included."""
+def build_net(paper: str, name: str, in_shape):
+    from common.config import load_config
+    from common.papers import configs_dir, package
+
+    package(paper)
+    return sampled_net(load_config(name, configs_dir(paper))[1].to_dict(), in_shape)
+
+
+def shared_methods() -> list[tuple[str, str, str, tuple, bool]]:
+    """(label, paper, config, input shape, is post-training) of every method config of the shared settings."""
     from common.config import list_configs, load_config
     from common.papers import ALL, configs_dir, package
 
@@ -226,13 +214,9 @@ def shared_methods(with_ptq: bool = False) -> list[tuple]:
         for paper in ALL:
             package(paper)
             for name in list_configs(configs_dir(paper)):
-                if not name.startswith(setting):
-                    continue
-                post = load_config(name, configs_dir(paper))[1].ptq is not None
-                if with_ptq:
+                if name.startswith(setting):
+                    post = load_config(name, configs_dir(paper))[1].ptq is not None
                     out.append((f"{paper}/{name}", paper, name, shape, post))
-                elif not post:
-                    out.append((f"{paper}/{name}", paper, name, shape))
     return out
 
 
@@ -260,21 +244,10 @@ def ptq_net(paper: str, name: str, in_shape):
     formats depend on the float network's weights; a packed file's size, only on the formats and the shapes), with
     random weights; None without that result."""
     from common.config import validate
-    from common.module import Classifier
-    from common.quant import after_step
     from common.results import read_result, result_path
 
     stored = (read_result(result_path(ROOT / "results", paper, name, 1)) or {}).get("config")
-    if not isinstance(stored, dict):
-        return None
-    torch.manual_seed(0)
-    model = Classifier(validate(stored).to_dict(), in_shape, 10)
-    after_step(model.model)
-    model.train()
-    with torch.no_grad():
-        for _ in range(3):
-            model(torch.rand(32, *in_shape) * 2 - 1)
-    return model.eval()
+    return sampled_net(validate(stored).to_dict(), in_shape) if isinstance(stored, dict) else None
 
 
 def bench_sizes() -> tuple[list[dict], list[dict]]:
@@ -286,7 +259,7 @@ def bench_sizes() -> tuple[list[dict], list[dict]]:
 
     sizes, uncovered = [], []
     tmp = Path(tempfile.mkdtemp(prefix="engine_sizes_"))
-    for label, paper, name, shape, post in shared_methods(with_ptq=True):
+    for label, paper, name, shape, post in shared_methods():
         model = ptq_net(paper, name, shape) if post else build_net(paper, name, shape)
         if model is None:
             uncovered.append({"config": label, "why": "no committed seed-1 result to take its formats from"})
@@ -334,7 +307,7 @@ def bench_nets(threads: list[int], batches: list[int], repeats: int) -> list[dic
 
     rows = []
     tmp = Path(tempfile.mkdtemp(prefix="engine_bench_"))
-    for label, paper, name, in_shape in [m for m in shared_methods() if m[0] in TIMED]:
+    for label, paper, name, in_shape, _ in [m for m in shared_methods() if m[0] in TIMED]:
         model = build_net(paper, name, in_shape)
         path = tmp / f"{paper}_{name}.lowbit"
         export(model, path)
@@ -392,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-nets", action="store_true", help="GEMMs and the ideal only")
     args = ap.parse_args(argv)
 
-    from engine import kernels, ops
+    from engine import kernels
 
     if kernels.ext() is None:
         print("the engine's kernel is not built here (LOWBIT_KERNELS=0 or no compiler): nothing to measure")
@@ -487,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    result = {"cpu": {k: v for k, v in cpu.items() if k != "flags"}, "isa": isa, "torch": torch.__version__,
+    result = {"cpu": cpu, "isa": isa, "torch": torch.__version__,
               "threads": threads, "repeats": repeats, "quick": args.quick, "gemm": gemms, "ideal": ide,
               "networks": nets, "sizes": sizes, "not_covered": uncovered, "targets": verdicts,
               "seconds": time.perf_counter() - started,

@@ -73,11 +73,16 @@ def run_dir(runs_dir: Path, paper: str, name: str, seed: int) -> Path:
     return Path(runs_dir) / paper / name / f"seed{seed}"
 
 
+def last_checkpoint(runs_dir: Path, paper: str, name: str, seed: int) -> Path:
+    """The run's ``last.ckpt`` (what ``--resume`` goes on from)."""
+    return run_dir(runs_dir, paper, name, seed) / "checkpoints" / "last.ckpt"
+
+
 def resume_checkpoint(runs_dir: Path, paper: str, name: str, seed: int, config: dict | None) -> tuple[Path, int]:
     """The ``last.ckpt`` of this run and its global step, checked: it exists, is readable (a truncated file is a
     ``UserError``), and was written with this same resolved config (unless ``config`` is None). Temporary files left
     by a run killed while saving are removed."""
-    path = run_dir(runs_dir, paper, name, seed) / "checkpoints" / "last.ckpt"
+    path = last_checkpoint(runs_dir, paper, name, seed)
     if not path.is_file():
         raise UserError(f"--resume: no checkpoint {path} to resume from (run without --resume to start this run)")
     ckpt = read_checkpoint(path, "--resume")

@@ -26,9 +26,11 @@ import signal
 import sys
 from pathlib import Path
 
+from common.checkpoint import last_checkpoint
 from common.checks import check_processes, check_trainer, check_wandb_key, check_writable
 from common.config import list_configs, load_config
 from common.errors import Diverged, UserError
+from common.papers import configs_dir
 from common.papers import package as paper_package
 from common.training import CHECKPOINT_EVERY
 
@@ -48,20 +50,10 @@ def _parser(paper: str, configs_dir: Path, default_config: str) -> argparse.Argu
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train, test on the test set and write results/<paper>/<config>/seed<N>.json",
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=f"configs:\n{listing}")
-    t.add_argument("--config", default=default_config, help=f"config name or YAML path (default: {default_config})")
-    t.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-                   help="override config keys, e.g. --set trainer.max_epochs=5 optim.lr_start=0.01")
-    t.add_argument("--seed", type=int, default=None, help="random seed (default: the config's, 1)")
+    _run_arguments(t, default_config)
     t.add_argument("--init-from", default=None, metavar="CKPT|RESULT|CONFIG",
                    help="fine-tune: start from this checkpoint, result file's checkpoint, or config's result "
                         "for the same seed (sets the config key init_from)")
-    t.add_argument("--data-dir", default=None, help="dataset root (default: $LOWBIT_DATA, else ./data)")
-    t.add_argument("--wandb", choices=("offline", "online", "disabled"), default="offline",
-                   help="Weights & Biases logging (default offline: 'wandb sync' the run folder later)")
-    t.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="show the progress bar (default: when the output is a terminal)")
-    t.add_argument("--results-dir", default="results", help="where result files go (default: results)")
-    t.add_argument("--runs-dir", default="runs", help="where checkpoints and logs go (default: runs)")
     _overwrite_argument(t)
     _resume_arguments(t)
     for cmd, what in (("quantize", "post-training quantization of a trained float network by the config's 'ptq' "
@@ -73,14 +65,7 @@ def _parser(paper: str, configs_dir: Path, default_config: str) -> argparse.Argu
         q.add_argument("--from", dest="source", default=None, metavar="CKPT|RESULT|CONFIG",
                        help="the float network: a checkpoint, a result file, or a float config's result (same seed); "
                             "default: the config's init_from")
-        q.add_argument("--config", default=default_config, help=f"config name or YAML path (default: {default_config})")
-        q.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE")
-        q.add_argument("--seed", type=int, default=None)
-        q.add_argument("--data-dir", default=None)
-        q.add_argument("--wandb", choices=("offline", "online", "disabled"), default="offline")
-        q.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
-        q.add_argument("--results-dir", default="results")
-        q.add_argument("--runs-dir", default="runs")
+        _run_arguments(q, default_config)
         _overwrite_argument(q)
         if cmd == "finetune":
             _resume_arguments(q)
@@ -98,6 +83,21 @@ def _parser(paper: str, configs_dir: Path, default_config: str) -> argparse.Argu
     x.add_argument("--runs-dir", default="runs")
     sub.add_parser("configs", help="list this paper's configs")
     return p
+
+
+def _run_arguments(p: argparse.ArgumentParser, default_config: str) -> None:
+    """The arguments of every command that runs a config (train, quantize, finetune)."""
+    p.add_argument("--config", default=default_config, help=f"config name or YAML path (default: {default_config})")
+    p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help="override config keys, e.g. --set trainer.max_epochs=5 optim.lr_start=0.01")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default: the config's, 1)")
+    p.add_argument("--data-dir", default=None, help="dataset root (default: $LOWBIT_DATA, else ./data)")
+    p.add_argument("--wandb", choices=("offline", "online", "disabled"), default="offline",
+                   help="Weights & Biases logging (default offline: 'wandb sync' the run folder later)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="show the progress bar (default: when the output is a terminal)")
+    p.add_argument("--results-dir", default="results", help="where result files go (default: results)")
+    p.add_argument("--runs-dir", default="runs", help="where checkpoints and logs go (default: runs)")
 
 
 def _overwrite_argument(p: argparse.ArgumentParser) -> None:
@@ -121,11 +121,11 @@ def main(paper: str, default_config: str, argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
-    configs_dir = Path(package.__file__).parent / "configs"
-    args = _parser(paper, configs_dir, default_config).parse_args(argv)
+    folder = configs_dir(paper)
+    args = _parser(paper, folder, default_config).parse_args(argv)
     try:
         if args.command == "configs":
-            for name, desc in list_configs(configs_dir).items():
+            for name, desc in list_configs(folder).items():
                 print(f"{name}: {desc}")
             return 0
         if args.command == "test":
@@ -137,7 +137,7 @@ def main(paper: str, default_config: str, argv: list[str] | None = None) -> int:
             return export(paper, args)
         init = getattr(args, "init_from", None)
         overrides = args.overrides + ([f"init_from={json.dumps(init)}"] if init else [])
-        name, cfg = load_config(args.config, configs_dir, overrides, args.seed)
+        name, cfg = load_config(args.config, folder, overrides, args.seed)
         paper_check = getattr(package, "check", None)
         if paper_check is not None:
             paper_check(cfg)  # the paper's own constraints on a config
@@ -165,11 +165,11 @@ def main(paper: str, default_config: str, argv: list[str] | None = None) -> int:
 
                     path = train(paper, name, cfg, data_dir=args.data_dir, wandb=args.wandb, progress=progress,
                                  **dirs, **run)
-            except (SystemExit, KeyboardInterrupt):  # Lightning's way out of a fit that got a signal
-                if not stopped:
-                    raise
-                last = Path(args.runs_dir) / paper / (f"{name}_finetuned" if args.command == "finetune" else name) \
-                    / f"seed{cfg.seed}" / "checkpoints" / "last.ckpt"
+            except BaseException:  # a fit that got a signal: Lightning's way out (SystemExit, KeyboardInterrupt), or
+                if not stopped:  # whatever the interrupted operation raised (a checkpoint write cut short: the
+                    raise  # atomic write keeps the previous file)
+                last = last_checkpoint(Path(args.runs_dir), paper,
+                                       f"{name}_finetuned" if args.command == "finetune" else name, cfg.seed)
                 print(f"error: stopped by {stopped[0]}: no result written; the run's last checkpoint ({last}) is "
                       "intact: go on with --resume", file=sys.stderr)
                 return EXIT_SIGTERM if stopped[0] == "SIGTERM" else EXIT_SIGINT

@@ -31,4 +31,5 @@ def import_all() -> None:
 
 
 def configs_dir(name: str) -> Path:
+    """The paper's ``configs/`` folder."""
     return FOLDER / name / "configs"

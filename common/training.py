@@ -51,6 +51,11 @@ def process_settings() -> None:
         pass
 
 
+def validates(cfg: Config) -> bool:
+    """Whether the run has a validation pass (then ``best.ckpt`` and the tested checkpoint follow validation error)."""
+    return cfg.data.val_size > 0 and cfg.trainer.limit_val_batches != 0
+
+
 def build_trainer(cfg: Config, run_dir: Path, loggers, *, progress: bool, checkpoint_every: int, **overrides):
     """The Trainer every training run uses, and its callbacks: ``best.ckpt`` (by validation error, when there is
     validation), ``last.ckpt`` (epoch ends and every ``checkpoint_every`` steps), the epoch curve; checkpoints are
@@ -61,7 +66,7 @@ def build_trainer(cfg: Config, run_dir: Path, loggers, *, progress: bool, checkp
     from common.callbacks import LastCheckpoint
     from common.checkpoint import AtomicCheckpointIO
 
-    validate = cfg.data.val_size > 0 and cfg.trainer.limit_val_batches != 0
+    validate = validates(cfg)
     ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val_err" if validate else None,
                            mode="min", enable_version_counter=False)
     last = LastCheckpoint(run_dir / "checkpoints", checkpoint_every)
@@ -119,7 +124,7 @@ def _fit(paper, name, cfg, module, data, run_dir, init_ckpt, resume_ckpt, resume
     """``train``'s part that writes: fit, test, the result file (with the run's folder locked)."""
     from lightning.pytorch.loggers import CSVLogger
 
-    validate = cfg.data.val_size > 0 and cfg.trainer.limit_val_batches != 0
+    validate = validates(cfg)
     # a resumed run logs beside the interrupted one's CSV (which Lightning would otherwise delete)
     loggers = [CSVLogger(run_dir, name="csv", version=f"resumed_at_step{resume_step}" if resume_ckpt else "")]
     if wandb != "disabled":

@@ -125,6 +125,13 @@ def _f32(t: torch.Tensor | None) -> torch.Tensor | None:
     return None if t is None else t.detach().to(torch.float32)
 
 
+def _passes_through(q, qname: str | None) -> bool:
+    """Whether the quantizer leaves its tensor as it is at test time: none, float, stochastic sign tested with real
+    values, dynamic fixed point not yet initialised."""
+    return qname in (None, "float") or (qname == "sign_stochastic" and q.eval_mode == "real") \
+        or (qname == "dynamic_fixed" and not bool(q.initialised))
+
+
 def _decompose_weight(name: str, m: nn.Module) -> tuple[dict, dict]:
     """The layer's weight as the simulated network uses it -> (spec, arrays), checked to reconstruct it exactly."""
     wq_mod = getattr(m, "weight_quantizer", None)
@@ -137,8 +144,7 @@ def _decompose_weight(name: str, m: nn.Module) -> tuple[dict, dict]:
     upd = getattr(m, "update_quantizer", None)
     if qname is None and _quantizer_name(upd) == "fixed":
         qname, wq_mod = "fixed", upd  # stored-value quantization: the weight itself is on the fixed grid
-    if qname in (None, "float") or (qname == "sign_stochastic" and wq_mod.eval_mode == "real") \
-            or (qname == "dynamic_fixed" and not bool(wq_mod.initialised)):  # (passes the weights through)
+    if _passes_through(wq_mod, qname):
         spec, arrays, rec = {"kind": "float", "scale": "none"}, {"weight": _f32(wq)}, wq
     elif qname in ("sign", "sign_stochastic", "scaled_sign"):
         if qname == "scaled_sign":
@@ -184,8 +190,7 @@ def _input_spec(name: str, m: nn.Module, state: dict) -> dict:
     """How the layer sees its input: real, bits (already binary), sign (its own binary input quantizer), fixed."""
     q = getattr(m, "input_quantizer", None)
     qname = _quantizer_name(q)
-    if qname in (None, "float") or (qname == "sign_stochastic" and q.eval_mode == "real") \
-            or (qname == "dynamic_fixed" and not bool(q.initialised)):  # (passes its input through)
+    if _passes_through(q, qname):
         return dict(state)
     if qname in ("sign", "sign_stochastic"):
         return {"kind": "sign", "H": float(q.H)}

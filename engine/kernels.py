@@ -52,12 +52,8 @@ def ext():
         _loaded = True
         from common.quant.kernels import load_or_warn
 
-        _ext = load_or_warn(lambda: _build(), "the engine's binary GEMM kernel", "the plain-torch backend")
+        _ext = load_or_warn(_build, "the engine's binary GEMM kernel", "the plain-torch backend")
     return _ext
-
-
-def available() -> bool:
-    return ext() is not None
 
 
 def supported() -> list[str]:

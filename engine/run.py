@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from common.errors import UserError
 from engine import ops
 from engine.fileformat import Packed, read
-from engine.fold import apply_thresholds, int_to_real
+from engine.fold import int_to_real
 
 
 class _Bits:
@@ -83,6 +83,9 @@ class _Layer:
         self.alpha = arrays.get("alpha") if w["scale"] != "none" else None
         self.packed = arrays.get("weight") if self.kind == "binary" else None
         self.T, self.dir = arrays.get("threshold"), arrays.get("direction")
+        if self.T is not None:  # (the thresholds' comparison, channels last: see _thresholds_last)
+            self._d32 = self.dir.to(torch.int32)
+            self._dT = self._d32 * self.T.to(torch.int32)
         if self.kind == "float":
             self.w_real = arrays["weight"]
         elif self.kind == "binary":
@@ -114,9 +117,6 @@ class _Layer:
     def _thresholds_last(self, k: torch.Tensor) -> torch.Tensor:
         """``engine.fold.apply_thresholds`` with the channels last: k >= T where the direction is +1, k <= T (i.e.
         -k >= -T) where it is -1, as one product and one comparison."""
-        if not hasattr(self, "_dT"):
-            self._d32 = self.dir.to(torch.int32)
-            self._dT = self._d32 * self.T.to(torch.int32)
         return (k * self._d32) >= self._dT
 
     def _pad_correction(self, hw: tuple[int, int]) -> torch.Tensor | None:

@@ -14,7 +14,7 @@ from typing import Optional
 import yaml
 
 from common.errors import UserError
-from common.papers import ALL, PAPERS, package
+from common.papers import ALL, PAPERS, configs_dir, package
 
 ROOT = Path(__file__).resolve().parent.parent
 CLAIMS_FILE = ROOT / "leaderboard" / "claims.yaml"
@@ -137,7 +137,7 @@ def config_claim_ids() -> dict[str, list[str]]:
     named: dict[str, list[str]] = {}
     for paper in ALL:
         package(paper)  # the paper's own models and post-training methods
-        folder = ROOT / "papers" / paper / "configs"
+        folder = configs_dir(paper)
         for name in list_configs(folder):
             _, cfg = load_config(name, folder)
             for cid in cfg.claims:

@@ -16,7 +16,6 @@ from common.results import REQUIRED, SCHEMA, STATUSES
 from leaderboard.claims import Claim
 
 
-
 @dataclass(frozen=True)
 class Setting:
     """A shared setting (``common/configs/<name>.yaml``): every method on the same network, data and budget; the

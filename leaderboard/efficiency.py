@@ -15,6 +15,7 @@ import yaml
 from common.errors import UserError
 from common.papers import PAPERS
 from leaderboard.claims import ROOT
+from leaderboard.collect import MAX_RESULT_BYTES
 
 EFFICIENCY_FILE = ROOT / "leaderboard" / "efficiency.yaml"
 BENCH = Path("bench") / "engine.json"  # under the results folder
@@ -89,8 +90,8 @@ def load_bench(results_dir: Path) -> tuple[Optional[dict], str]:
     if not path.is_file():
         return None, f"no {BENCH} (run python -m benchmarks.engine)"
     try:
-        if path.stat().st_size > 16 << 20:
-            return None, f"{BENCH}: over 16 MiB"
+        if path.stat().st_size > MAX_RESULT_BYTES:
+            return None, f"{BENCH}: over {MAX_RESULT_BYTES >> 20} MiB"
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as e:
         return None, f"{BENCH}: unreadable ({type(e).__name__})"

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Callable
 
 from common.errors import UserError
-from common.papers import ALL
+from common.papers import ALL, configs_dir
 from common.papers import package as paper_package
 from leaderboard.claims import ROOT
 
@@ -78,10 +78,9 @@ def up_to_date(result_file: Path, cfg) -> tuple[bool, str]:
 def resumable(runs_dir: Path, job: Job, cfg) -> bool:
     """Whether a training run left a ``last.ckpt`` of this same config (stopped: killed, or the sweep ended), so
     that the run goes on from it rather than from the start; the result is the same either way."""
-    from common.checkpoint import resume_checkpoint, run_dir
+    from common.checkpoint import resume_checkpoint
 
-    if job.command != "train" or not (run_dir(runs_dir, job.paper, job.output, job.seed) / "checkpoints" /
-                                      "last.ckpt").is_file():
+    if job.command != "train":
         return False
     try:
         resume_checkpoint(runs_dir, job.paper, job.output, job.seed, cfg.to_dict())
@@ -98,7 +97,7 @@ def plan(scale: str, seeds: list[int], papers: list[str], match: str, results_di
     for paper in papers:
         package = paper_package(paper)
         finetune = set(getattr(package, "FINETUNE", ()))
-        folder = ROOT / "papers" / paper / "configs"
+        folder = configs_dir(paper)
         for name in list_configs(folder):
             if not fnmatch.fnmatch(name, match):
                 continue

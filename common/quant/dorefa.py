@@ -15,8 +15,7 @@ from __future__ import annotations
 import torch
 
 from common.quant import kernels
-from common.quant.base import Quantizer, register
-from common.quant.base import straight_through
+from common.quant.base import Quantizer, register, straight_through
 from common.validate import Range
 
 BITS = {"bits": Range(1, 16)}

@@ -35,8 +35,7 @@ from typing import Literal
 import torch
 
 from common.quant import kernels
-from common.quant.base import Quantizer, register
-from common.quant.base import straight_through
+from common.quant.base import Quantizer, register, straight_through
 from common.validate import Range
 
 Rounding = Literal["nearest", "stochastic"]

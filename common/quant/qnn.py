@@ -18,8 +18,7 @@ from typing import Literal
 import torch
 
 from common.quant import kernels
-from common.quant.base import Quantizer, register
-from common.quant.base import straight_through
+from common.quant.base import Quantizer, register, straight_through
 from common.quant.pow2 import ap2
 from common.validate import Range
 

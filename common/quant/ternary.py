@@ -16,8 +16,7 @@ from typing import Literal
 import torch
 
 from common.quant import kernels
-from common.quant.base import Quantizer, register
-from common.quant.base import straight_through
+from common.quant.base import Quantizer, register, straight_through
 from common.validate import Range
 
 
