@@ -243,11 +243,10 @@ def ptq_net(paper: str, name: str, in_shape):
     """A post-training method's network with the per-layer formats it chose, from its committed seed-1 result (the
     formats depend on the float network's weights; a packed file's size, only on the formats and the shapes), with
     random weights; None without that result."""
-    from common.config import validate
-    from common.results import read_result, result_path
+    from common.results import read_result, result_path, stored_config
 
     stored = (read_result(result_path(ROOT / "results", paper, name, 1)) or {}).get("config")
-    return sampled_net(validate(stored).to_dict(), in_shape) if isinstance(stored, dict) else None
+    return sampled_net(stored_config(stored).to_dict(), in_shape) if isinstance(stored, dict) else None
 
 
 def bench_sizes() -> tuple[list[dict], list[dict]]:

@@ -64,7 +64,7 @@ class LastCheckpoint(Callback):
     def _save(self, trainer) -> None:
         if trainer.sanity_checking or trainer.fast_dev_run or self._saved_at == trainer.global_step:
             return
-        trainer.save_checkpoint(self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)  # the whole state: a run resumes from it
         self._saved_at, self.last_model_path = trainer.global_step, str(self.path)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:

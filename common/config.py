@@ -13,7 +13,6 @@ import dataclasses
 import hashlib
 import json
 import re
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
@@ -21,11 +20,7 @@ from typing import Any, Literal, Optional, Union
 import yaml
 
 from common.errors import UserError
-from common.validate import Range, check_value, type_name
-
-
-def rng(**kw) -> dict:
-    return {"range": Range(**kw)}
+from common.validate import check_dataclass, rng
 
 
 @dataclass
@@ -83,6 +78,20 @@ class OptimConfig:
     glorot_lr_scale: bool = False  # per-layer lr x 1/sqrt(1.5/(fan_in+fan_out)) for quantized weights
     glorot_bias: bool = False  # ... and for their biases (BNN Torch7)
     glorot_round_pow2: bool = False  # round that scale to a power of two (BNN Torch7 CIFAR-10/SVHN)
+
+    def check(self, path: str) -> None:
+        """The rules between fields (called by ``check_dataclass``)."""
+        if sum(x is not None for x in (self.lr_end, self.step_every, self.lr_milestones)) > 1:
+            raise UserError("optim: expected one schedule at a time (lr_end, step_every or lr_milestones)")
+        if (self.lr_milestones is None) != (self.lr_factors is None) or (
+                self.lr_milestones is not None and len(self.lr_milestones) != len(self.lr_factors)):
+            raise UserError("optim.lr_factors: expected one factor per entry of optim.lr_milestones")
+        if self.lr_milestones is not None and self.lr_milestones != sorted(self.lr_milestones):
+            raise UserError(f"optim.lr_milestones: expected increasing epochs, got {self.lr_milestones}")
+        if (self.momentum_end is None) != (self.momentum_epochs is None):
+            raise UserError("optim.momentum_epochs: expected together with optim.momentum_end (a linear ramp)")
+        if self.lr_end is not None and self.lr_end > self.lr_start:
+            raise UserError(f"optim.lr_end: expected a value <= optim.lr_start ({self.lr_start}), got {self.lr_end}")
 
 
 @dataclass
@@ -184,19 +193,27 @@ def parse_yaml(text: str, where: str) -> Any:
     return data
 
 
+def read_yaml(path: Path) -> Any:
+    """A YAML file's content, the one way the suite reads YAML (configs and the claims registries): UTF-8, a key
+    given twice refused, aliases bounded; any problem is one UserError naming the file."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{path}: file not found") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text (byte {e.start}): expected a UTF-8 YAML file") from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot be read ({e.strerror})") from None
+    return parse_yaml(text, str(path))
+
+
 def _read(path: Path, chain: tuple[Path, ...] = ()) -> dict:
     path = path.resolve()
     if path in chain:
         raise UserError(f"{path}: 'extends' cycle: {' -> '.join(p.name for p in (*chain, path))}")
     if not path.is_file():
         raise UserError(f"{path}: config file not found")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise UserError(f"{path}: not UTF-8 text (byte {e.start}): a config is a UTF-8 YAML file") from None
-    except OSError as e:
-        raise UserError(f"{path}: cannot be read ({e.strerror})") from None
-    data = parse_yaml(text, str(path))
+    data = read_yaml(path)
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -249,35 +266,12 @@ def apply_override(data: dict, assignment: str) -> None:
 
 # ---------------------------------------------------------------- validation
 
-def _from_dict(cls: type, data: Any, path: str) -> Any:
-    if not isinstance(data, dict):
-        raise UserError(f"{path or 'config'}: expected a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = set(data) - set(fields)
-    if unknown:
-        key = sorted(unknown)[0]
-        raise UserError(f"{path + '.' if path else ''}{key}: unknown key (expected one of: {', '.join(fields)})")
-    kwargs = {}
-    for name, value in data.items():
-        tp, p = hints[name], f"{path}.{name}" if path else name
-        if dataclasses.is_dataclass(tp):
-            kwargs[name] = _from_dict(tp, value, p)
-        elif typing.get_origin(tp) is list and dataclasses.is_dataclass(typing.get_args(tp)[0]):
-            if not isinstance(value, list):
-                raise UserError(f"{p}: expected {type_name(tp)}, got {value!r}")
-            kwargs[name] = [_from_dict(typing.get_args(tp)[0], v, f"{p}[{i}]") for i, v in enumerate(value)]
-        else:
-            kwargs[name] = check_value(value, tp, p, fields[name].metadata.get("range"))
-    return cls(**kwargs)
-
-
 def validate(data: dict) -> Config:
     """Typed, checked config from a merged dict (registry arguments included)."""
     from common.models import check_model_spec
     from common.quant import check_quantizer_spec
 
-    cfg = _from_dict(Config, data, "")
+    cfg = check_dataclass(Config, data)
     cfg.model = check_model_spec(cfg.model, "model")
     for key, value in cfg.model.items():  # quantizers given as model arguments (act: {name: sign, ...})
         if isinstance(value, dict) and "name" in value:
@@ -291,18 +285,6 @@ def validate(data: dict) -> Config:
         from common.ptq import check_ptq_spec
 
         cfg.ptq = check_ptq_spec(cfg.ptq, "ptq")
-    o = cfg.optim
-    if sum(x is not None for x in (o.lr_end, o.step_every, o.lr_milestones)) > 1:
-        raise UserError("optim: expected one schedule at a time (lr_end, step_every or lr_milestones)")
-    if (o.lr_milestones is None) != (o.lr_factors is None) or (
-            o.lr_milestones is not None and len(o.lr_milestones) != len(o.lr_factors)):
-        raise UserError("optim.lr_factors: expected one factor per entry of optim.lr_milestones")
-    if o.lr_milestones is not None and o.lr_milestones != sorted(o.lr_milestones):
-        raise UserError(f"optim.lr_milestones: expected increasing epochs, got {o.lr_milestones}")
-    if (o.momentum_end is None) != (o.momentum_epochs is None):
-        raise UserError("optim.momentum_epochs: expected together with optim.momentum_end (a linear ramp)")
-    if cfg.optim.lr_end is not None and cfg.optim.lr_end > cfg.optim.lr_start:
-        raise UserError(f"optim.lr_end: expected a value <= optim.lr_start ({cfg.optim.lr_start}), got {cfg.optim.lr_end}")
     return cfg
 
 

@@ -11,9 +11,14 @@ from pathlib import Path
 
 from common.errors import UserError
 
-PAPERS = ("binaryconnect", "bnn", "xnor", "qnn", "twn", "dorefa", "gupta", "lowprec", "fxptrain", "sung", "sqnr",
-          "ristretto", "moons", "qiu")
-ALL = ("float",) + PAPERS
+# package -> how the leaderboard names it, in the leaderboard's order
+TITLES = {"float": "float", "binaryconnect": "BinaryConnect", "bnn": "BNN", "xnor": "XNOR-Net / BWN", "qnn": "QNN",
+          "twn": "TWN", "dorefa": "DoReFa-Net", "gupta": "Gupta (stochastic rounding)", "lowprec": "Courbariaux (DFXP)",
+          "fxptrain": "Lin & Talathi (fixed-point training)", "sung": "Sung (uniform, L2 step)",
+          "sqnr": "Lin et al. (SQNR bits)", "ristretto": "Ristretto", "moons": "Moons (per-layer bits)",
+          "qiu": "Qiu (dynamic precision)"}
+ALL = tuple(TITLES)
+PAPERS = ALL[1:]
 FOLDER = Path(__file__).resolve().parent.parent / "papers"
 
 

@@ -10,15 +10,55 @@ import platform
 import subprocess
 import sys
 import tempfile
+import math
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, Literal, Optional
+
+from common.errors import UserError
+from common.validate import check_dataclass, key_path, nonempty, rng
 
 SCHEMA = 1
-# what every result file has, with its type (the leaderboard and the sweep read result files by these)
-REQUIRED = {"schema": int, "status": str, "paper": str, "config_name": str, "seed": int, "scale": str, "dataset": str,
-            "model": str, "bits": dict, "metrics": (dict, type(None)), "config": dict}
 STATUSES = ("ok", "diverged")
+
+
+@dataclass(frozen=True)
+class Bits:
+    """W/A/G bits: the lowest over the network's quantized weights, activations and gradients (32 = float)."""
+    w: int = field(metadata=rng(lo=1, hi=32))
+    a: int = field(metadata=rng(lo=1, hi=32))
+    g: int = field(metadata=rng(lo=1, hi=32))
+
+
+@dataclass(frozen=True)
+class ResultHead:
+    """What every result file has (``make_result`` writes it; the leaderboard and the sweep read result files by it);
+    the file's other keys are free-form detail."""
+    schema: int
+    status: Literal[STATUSES]
+    paper: str = field(metadata=nonempty())
+    config_name: str = field(metadata=nonempty())
+    seed: int = field(metadata=rng(lo=0))
+    scale: str
+    dataset: str
+    model: str
+    bits: Bits
+    metrics: Optional[dict]
+    config: dict
+
+    def check(self, path: str) -> None:
+        if self.schema != SCHEMA:
+            raise UserError(f"{key_path(path, 'schema')}: expected {SCHEMA}, got {self.schema}")
+        err = (self.metrics or {}).get("test_top1_err")
+        if self.status == "ok" and (not isinstance(err, (int, float)) or isinstance(err, bool)
+                                    or not math.isfinite(err) or not 0 <= err <= 100):
+            raise UserError(f"{key_path(path, 'metrics.test_top1_err')}: expected an error in percent, got {err!r}")
+
+
+def check_head(data: object, where: str) -> ResultHead:
+    """A result file's content checked against ``ResultHead`` (UserError naming the file and the key otherwise)."""
+    return check_dataclass(ResultHead, data, where, extra=True)
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
@@ -96,13 +136,10 @@ def comparable(config: dict) -> dict:
 def config_difference(stored: dict, cfg) -> str | None:
     """Where a result's stored config differs from ``cfg`` (a ``Config``) in what was asked for, or None when it is
     the same run (validated by today's schema, so a field added since with its default is no difference)."""
-    from common.config import validate
-    from common.errors import UserError
-
     if stored == cfg.to_dict():
         return None
     try:
-        old = validate(stored).to_dict()
+        old = stored_config(stored).to_dict()
     except UserError as err:
         return f"{NO_LONGER_VALID} ({err})"
     return first_difference(comparable(old), comparable(cfg.to_dict()))
@@ -111,13 +148,30 @@ def config_difference(stored: dict, cfg) -> str | None:
 NO_LONGER_VALID = "its config is no longer valid"
 
 
+def stored_config(stored: dict):
+    """A result's stored config as today's ``Config`` (UserError where today's schema refuses it), after the renames
+    made since results were written:
+    - Ristretto's training-time switch moved out of the core ``fixed`` quantizer into Ristretto's own
+      ``ristretto_fixed`` (``papers/ristretto``): a stored ``{name: fixed, training: ...}`` is a ``ristretto_fixed``."""
+    from common.config import validate
+
+    def upgrade(node):
+        if isinstance(node, list):
+            return [upgrade(v) for v in node]
+        if not isinstance(node, dict):
+            return node
+        node = {k: upgrade(v) for k, v in node.items()}
+        if node.get("name") == "fixed" and "training" in node:
+            node["name"] = "ristretto_fixed"
+        return node
+
+    return validate(upgrade(stored))
+
+
 def stored_config_valid(stored: dict) -> bool:
     """Whether a result's stored config still passes today's validation."""
-    from common.config import validate
-    from common.errors import UserError
-
     try:
-        validate(stored)
+        stored_config(stored)
     except UserError:
         return False
     return True
@@ -148,7 +202,6 @@ class Replacing:
             return  # nothing finished to keep: a diverged or unreadable result is replaced
         diff = config_difference(old.get("config") or {}, cfg) if isinstance(old.get("config"), dict) else "no config"
         if diff and not overwrite:
-            from common.errors import UserError
 
             raise UserError(f"{self.path} holds a finished result of another configuration ({diff}): this run would "
                             "replace it; give --overwrite to replace it, or --results-dir to write elsewhere")
@@ -177,7 +230,6 @@ class Replacing:
 def run_lock(folder: Path, what: str):
     """Hold ``folder/.lock`` for the duration of a run: a second run of the same config and seed (same folder) at
     the same time is refused with one line. The lock is the kernel's (``flock``): a killed run leaves none behind."""
-    from common.errors import UserError
 
     folder = Path(folder)
     if any(os.environ.get(k, "0") != "0" for k in ("LOCAL_RANK", "NODE_RANK", "RANK")):
@@ -206,7 +258,7 @@ def make_result(paper: str, name: str, cfg, model, metrics: dict | None, results
     from common.module import bits_summary, parameter_bits
 
     bits, per_layer = bits_summary(model)
-    return {
+    result = {
         "schema": SCHEMA,
         "status": status,
         "paper": paper,
@@ -234,6 +286,8 @@ def make_result(paper: str, name: str, cfg, model, metrics: dict | None, results
         **rest,
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    check_head(result, f"result of {paper}/{name} seed {cfg.seed}")  # the writer keeps the schema the readers check
+    return result
 
 
 def git_commit() -> str:

@@ -1,11 +1,16 @@
-"""Checking user values against declared types and ranges, in exactly one place.
+"""Checking values read from files against declared types and ranges, in exactly one place.
 
-Used for the config dataclasses (``common.config``) and for the keyword arguments of every registered
-quantizer and model (their ``__init__``/builder signature is the schema, as in Distiller). Every failure is a
-``UserError`` naming the key path and what was expected.
+Two kinds of schema, one checker (``check_value``):
+- a dataclass (``check_dataclass``): the config (``common.config``), the claims registries (``leaderboard``) and the
+  head of a result file (``common.results``). A field's range is ``field(metadata=rng(...))``; ``nonempty()``
+  refuses a blank string; a ``check(self, path)`` method states the rules between fields.
+- a registered callable's signature (``check_kwargs``/``check_spec``): the keyword arguments of every quantizer,
+  model and post-training method (as in Distiller), with a ``ranges`` class attribute of the same ``Range``.
+Every failure is a ``UserError`` naming the key path and what was expected.
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 import types
@@ -45,8 +50,20 @@ class Range:
         return " and ".join(parts) or "any number"
 
 
+def rng(**kw) -> dict:
+    """A dataclass field's range: ``field(default=..., metadata=rng(lo=0, lo_open=True))``."""
+    return {"range": Range(**kw)}
+
+
+def nonempty() -> dict:
+    """A required string field that may not be blank: ``field(metadata=nonempty())``."""
+    return {"nonempty": True}
+
+
 def type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return "a mapping with " + ", ".join(f.name for f in dataclasses.fields(tp))
     if tp is type(None):
         return "null"
     if origin is Literal:
@@ -61,8 +78,12 @@ def type_name(tp: Any) -> str:
     return {int: "an integer", float: "a number", bool: "true/false", str: "a string"}.get(tp, getattr(tp, "__name__", str(tp)))
 
 
-def _fail(path: str, expected: str, value: Any) -> UserError:
-    return UserError(f"{path}: expected {expected}, got {value!r}")
+class Mismatch(UserError):
+    """The value is not of the expected kind (a union tries its next member); a range error is not a mismatch."""
+
+
+def _fail(path: str, expected: str, value: Any, error: type[UserError] = Mismatch) -> UserError:
+    return error(f"{path}: expected {expected}, got {value!r}")
 
 
 def check_value(value: Any, tp: Any, path: str, rng: Range | None = None) -> Any:
@@ -70,6 +91,8 @@ def check_value(value: Any, tp: Any, path: str, rng: Range | None = None) -> Any
     origin = typing.get_origin(tp)
     if tp is Any:
         return value
+    if dataclasses.is_dataclass(tp):
+        return check_dataclass(tp, value, path)
     if origin in (Union, types.UnionType):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
@@ -84,7 +107,7 @@ def check_value(value: Any, tp: Any, path: str, rng: Range | None = None) -> Any
                 errors.append(e)
         # a range error on a matching type is more useful than "expected int or str"
         for e in errors:
-            if "expected a" not in str(e) and "expected one of" not in str(e):
+            if not isinstance(e, Mismatch):
                 raise e
         raise _fail(path, type_name(tp), value)
     if origin is Literal:
@@ -118,8 +141,40 @@ def check_value(value: Any, tp: Any, path: str, rng: Range | None = None) -> Any
     else:
         raise TypeError(f"unsupported schema type {tp!r} at {path}")
     if rng is not None and not rng.contains(value):
-        raise _fail(path, f"a value {rng}", value)
+        raise _fail(path, f"a value {rng}", value, UserError)
     return value
+
+
+def key_path(path: str, key: str) -> str:
+    """``path.key``; a path that ends in ": " (a file and an entry, say) is followed by the key directly."""
+    return f"{path}{key}" if not path or path.endswith(": ") else f"{path}.{key}"
+
+
+def check_dataclass(cls: type, data: Any, path: str = "", extra: bool = False) -> Any:
+    """An instance of dataclass ``cls`` from the mapping ``data``: every key known (unless ``extra``: then the others
+    are ignored), every field without a default given, each value checked against its annotation and its field's
+    ``rng``/``nonempty`` metadata (nested dataclasses and lists of them included), then ``cls.check(path)`` if any."""
+    if not isinstance(data, dict):
+        raise _fail(path or "(top level)", type_name(cls), data)
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields), key=str)
+    if unknown and not extra:
+        raise Mismatch(f"{key_path(path, unknown[0])}: unknown key (expected one of: {', '.join(fields)})")
+    kwargs = {}
+    for name, f in fields.items():
+        if name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise Mismatch(f"{key_path(path, name)}: missing required key ({type_name(hints[name])})")
+            continue
+        value = check_value(data[name], hints[name], key_path(path, name), f.metadata.get("range"))
+        if f.metadata.get("nonempty") and not (isinstance(value, str) and value.strip()):
+            raise _fail(key_path(path, name), "a non-empty string", value, UserError)
+        kwargs[name] = value
+    obj = cls(**kwargs)
+    if hasattr(obj, "check"):
+        obj.check(path)
+    return obj
 
 
 def check_kwargs(fn: Callable, kwargs: dict, path: str, ranges: dict[str, Range] | None = None,

@@ -50,6 +50,7 @@ import torch
 from torch import nn
 
 from common.errors import UserError
+from common.quant.fixed import Fixed
 from engine import fold, ops
 from engine.fileformat import Packed, read, write
 
@@ -83,7 +84,11 @@ def _modules(net: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
 
 
 def _quantizer_name(q) -> str | None:
-    return None if q is None else getattr(q, "registered_name", type(q).__name__)
+    """The quantizer's registered name; a paper's variant of the static fixed-point format (Ristretto's, whose
+    switch only acts while training) is that format at test time."""
+    if q is None:
+        return None
+    return "fixed" if isinstance(q, Fixed) else getattr(q, "registered_name", type(q).__name__)
 
 
 def _activation_kind(m: nn.Module) -> tuple[str, float] | None:

@@ -7,13 +7,14 @@ float, points), ``matches_float`` (the low-bit network reproduces the float accu
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
-import yaml
-
+from common.config import read_yaml
 from common.errors import UserError
+from common.results import Bits
+from common.validate import check_dataclass, key_path, nonempty, rng
 from common.papers import ALL, PAPERS, configs_dir, package
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,31 +22,37 @@ CLAIMS_FILE = ROOT / "leaderboard" / "claims.yaml"
 DATASETS = ("mnist", "pimnist", "cifar10", "svhn", "imagenet")
 HOW = ("scratch", "finetune", "post_training")
 METRICS = ("top1_err", "top5_err", "top1_drop", "top5_drop", "matches_float", "statement")
-REQUIRED = ("id", "kind", "paper", "dataset", "model", "bits", "how", "metric", "value", "baseline", "source", "text",
-            "confirmed")
-OPTIONAL = ("paper_claim", "note", "reference_baseline")
 
 
 @dataclass(frozen=True)
 class Claim:
-    id: str
-    kind: str
-    paper: str
-    dataset: str
-    model: str
-    bits: dict
-    how: str
-    metric: str
+    id: str = field(metadata=nonempty())
+    kind: Literal["roadmap", "paper"]
+    paper: Literal[PAPERS]
+    dataset: Literal[DATASETS]
+    model: str = field(metadata=nonempty())
+    bits: Bits
+    how: Literal[HOW]
+    metric: Literal[METRICS]
     value: Optional[float]
-    baseline: Optional[float]
-    source: str
-    text: str
+    baseline: Optional[float] = field(metadata=rng(lo=0, hi=100))  # the paper's float error, percent
+    source: str = field(metadata=nonempty())
+    text: str = field(metadata=nonempty())
     confirmed: bool
     paper_claim: Optional[str] = None
     note: Optional[str] = None
     # where the paper reports no float run of its own: the float error of the same network elsewhere (its note says
     # where), from which a drop is implied
     reference_baseline: Optional[float] = None
+
+    def check(self, path: str) -> None:
+        needs_value = self.metric not in ("matches_float", "statement")
+        if needs_value != (self.value is not None):
+            raise UserError(f"{key_path(path, 'value')}: metric {self.metric} " + ("needs a number" if needs_value else "takes null"))
+        if self.metric.endswith("_err") and not 0 <= self.value <= 100:
+            raise UserError(f"{key_path(path, 'value')}: expected an error in percent (0..100), got {self.value}")
+        if self.kind == "roadmap" and not (self.id[:1] == "R" and self.id[1:].isdigit()):
+            raise UserError(f"{key_path(path, 'id')}: a roadmap claim's id is R01..R20, got {self.id!r}")
 
     @property
     def top5(self) -> bool:
@@ -62,62 +69,25 @@ class Claim:
         return None
 
 
-def _check(entry: object, i: int) -> Claim:
-    if not isinstance(entry, dict):
-        raise UserError(f"claims.yaml: claims[{i}]: expected a mapping, got {type(entry).__name__}")
-    where = f"claims.yaml: claim {entry.get('id', f'#{i}')!s}"
-    missing = [k for k in REQUIRED if k not in entry]
-    if missing:
-        raise UserError(f"{where}: missing key(s) {', '.join(missing)}")
-    unknown = sorted(set(entry) - set(REQUIRED) - set(OPTIONAL))
-    if unknown:
-        raise UserError(f"{where}: unknown key(s) {', '.join(unknown)}")
-    for key, allowed in (("kind", ("roadmap", "paper")), ("paper", PAPERS), ("dataset", DATASETS), ("how", HOW),
-                         ("metric", METRICS)):
-        if entry[key] not in allowed:
-            raise UserError(f"{where}: {key}: expected one of {', '.join(allowed)}, got {entry[key]!r}")
-    bits = entry["bits"]
-    if not (isinstance(bits, dict) and set(bits) == {"w", "a", "g"}
-            and all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 32 for v in bits.values())):
-        raise UserError(f"{where}: bits: expected {{w: N, a: N, g: N}} with integers 1..32, got {bits!r}")
-    for key in ("value", "baseline", "reference_baseline"):
-        v = entry.get(key)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
-            raise UserError(f"{where}: {key}: expected a number or null, got {v!r}")
-    if entry["baseline"] is not None and not 0 <= entry["baseline"] <= 100:
-        raise UserError(f"{where}: baseline: expected an error in percent (0..100), got {entry['baseline']}")
-    needs_value = entry["metric"] not in ("matches_float", "statement")
-    if needs_value != (entry["value"] is not None):
-        raise UserError(f"{where}: value: metric {entry['metric']} " + ("needs a number" if needs_value else "takes null"))
-    if entry["metric"].endswith("_err") and not 0 <= entry["value"] <= 100:
-        raise UserError(f"{where}: value: expected an error in percent (0..100), got {entry['value']}")
-    for key in ("id", "model", "source", "text"):
-        if not isinstance(entry[key], str) or not entry[key].strip():
-            raise UserError(f"{where}: {key}: expected a non-empty string")
-    if not isinstance(entry["confirmed"], bool):
-        raise UserError(f"{where}: confirmed: expected true or false")
-    if entry["kind"] == "roadmap" and not (entry["id"][:1] == "R" and entry["id"][1:].isdigit()):
-        raise UserError(f"{where}: a roadmap claim's id is R01..R20")
-    return Claim(**{k: entry.get(k) for k in (*REQUIRED, *OPTIONAL)})
+def read_entries(path: Path) -> list:
+    """The ``claims:`` list of a registry file (``claims.yaml``, ``efficiency.yaml``), read as configs are."""
+    data = read_yaml(Path(path))
+    if not isinstance(data, dict) or not isinstance(data.get("claims"), list):
+        raise UserError(f"{path}: expected a mapping with a list 'claims'")
+    return data["claims"]
+
+
+def entry_path(path: Path, entry: object, i: int) -> str:
+    """How an error names a registry entry: the file and the claim's id (or its position)."""
+    cid = entry.get("id") if isinstance(entry, dict) else None
+    return f"{Path(path).name}: claim {cid}: " if isinstance(cid, str) else f"{Path(path).name}: claims[{i}]: "
 
 
 def load_claims(path: Path = CLAIMS_FILE) -> dict[str, Claim]:
     """All claims by id, in file order; any problem raises UserError naming the claim and the key."""
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{path}: claims file not found") from None
-    except UnicodeDecodeError as e:
-        raise UserError(f"{path}: not UTF-8 text (byte {e.start})") from None
-    except OSError as e:
-        raise UserError(f"{path}: cannot be read ({e.strerror})") from None
-    except yaml.YAMLError as e:
-        raise UserError(f"{path}: not valid YAML: {getattr(e, 'problem', None) or e}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("claims"), list):
-        raise UserError(f"{path}: expected a mapping with a list 'claims'")
     claims: dict[str, Claim] = {}
-    for i, entry in enumerate(data["claims"]):
-        claim = _check(entry, i)
+    for i, entry in enumerate(read_entries(path)):
+        claim = check_dataclass(Claim, entry, entry_path(path, entry, i))
         if claim.id in claims:
             raise UserError(f"claims.yaml: claim {claim.id}: duplicate id")
         claims[claim.id] = claim

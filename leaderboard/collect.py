@@ -6,13 +6,13 @@ a mean. Runs whose status is ``diverged`` are counted but never averaged.
 from __future__ import annotations
 
 import json
-import math
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from common.results import REQUIRED, SCHEMA, STATUSES
+from common.errors import UserError
+from common.results import check_head, stored_config
 from leaderboard.claims import Claim
 
 
@@ -158,24 +158,13 @@ def _check(path: Path, root: Path) -> Run | Skipped:
         return Skipped(rel, "not readable JSON (nested too deeply)")
     if not isinstance(data, dict):
         return Skipped(rel, "not a JSON object")
-    if data.get("schema") != SCHEMA:
-        return Skipped(rel, f"unknown schema {data.get('schema')!r} (expected {SCHEMA})")
-    for key, typ in REQUIRED.items():
-        if key not in data:
-            return Skipped(rel, f"missing key '{key}'")
-        if not isinstance(data[key], typ) or isinstance(data[key], bool):
-            return Skipped(rel, f"key '{key}': wrong type {type(data[key]).__name__}")
-    if data["status"] not in STATUSES:
-        return Skipped(rel, f"status {data['status']!r} (expected one of {', '.join(STATUSES)})")
+    try:
+        check_head(data, "")
+    except UserError as err:
+        return Skipped(rel, str(err))
     if path.parent.name != data["config_name"] or path.parent.parent.name != data["paper"] \
             or path.name != f"seed{data['seed']}.json":
         return Skipped(rel, f"path does not match its content ({data['paper']}/{data['config_name']}/seed{data['seed']})")
-    if data["status"] == "ok":
-        err = (data["metrics"] or {}).get("test_top1_err")
-        if not isinstance(err, (int, float)) or isinstance(err, bool) or not math.isfinite(err) or not 0 <= err <= 100:
-            return Skipped(rel, f"metrics.test_top1_err: expected an error in percent, got {err!r}")
-    if not all(isinstance(data["bits"].get(k), int) for k in ("w", "a", "g")):
-        return Skipped(rel, "bits: expected integers w, a, g")
     return Run(rel, data)
 
 
@@ -192,7 +181,6 @@ def load_runs(results_dir: Path) -> tuple[list[Run], list[Skipped]]:
 def _cost(group: Group) -> tuple[Optional[dict], Optional[str]]:
     """Parameter memory (bits) and BOPs of the group's network, rebuilt from its stored config; or None and why not
     (a stored config that today's code no longer accepts: the leaderboard says so)."""
-    from common.config import validate
     from common.cost import inference_cost
     from common.data import DATASETS
     from common.errors import UserError
@@ -201,7 +189,7 @@ def _cost(group: Group) -> tuple[Optional[dict], Optional[str]]:
 
     try:
         package(group.paper)  # the paper's own models and post-training methods
-        cfg = validate(group.first["config"])
+        cfg = stored_config(group.first["config"])
     except (ModuleNotFoundError, UserError) as e:
         return None, f"its stored config no longer builds ({str(e)[:160]})"
     info = DATASETS[cfg.data.name]
@@ -285,6 +273,6 @@ def claim_groups(claim: Claim, groups: dict) -> list[Group]:
 def proxies(claim: Claim, groups: dict) -> list[Group]:
     """CPU-scale runs of the claim's paper with the claim's W/A/G bits (and, if any, its way of training)."""
     same = [g for g in groups.values() if g.paper == claim.paper and not g.shared and g.scale == "cpu"
-            and g.bits == claim.bits and g.runs]
+            and g.bits == asdict(claim.bits) and g.runs]
     how = [g for g in same if g.how.startswith(claim.how)]
     return sorted(how or same, key=lambda g: g.config)

@@ -6,79 +6,64 @@ from __future__ import annotations
 import fnmatch
 import json
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
-
-import yaml
+from typing import Literal, Optional, Union
 
 from common.errors import UserError
 from common.papers import PAPERS
-from leaderboard.claims import ROOT
+from common.validate import check_dataclass, key_path, nonempty, rng
+from leaderboard.claims import ROOT, entry_path, read_entries
 from leaderboard.collect import MAX_RESULT_BYTES
 
 EFFICIENCY_FILE = ROOT / "leaderboard" / "efficiency.yaml"
 BENCH = Path("bench") / "engine.json"  # under the results folder
 REL_TOL = 0.1
-KINDS = ("speed", "size")
 LAYERS = ("binary", "ternary", "fixed")
-KEYS = {"id", "paper", "kind", "value", "measure", "text", "source", "confirmed", "note"}
+
+
+@dataclass(frozen=True)
+class Gemm:
+    """Binary GEMM versus torch float32 at the benchmark's shapes matching ``gemm`` (a glob)."""
+    gemm: str = field(metadata=nonempty())
+    threads: int = field(metadata=rng(lo=1))
+
+
+@dataclass(frozen=True)
+class Network:
+    """A whole shared-setting network in the engine versus float torch."""
+    network: str = field(metadata=nonempty())
+    batch: int = field(metadata=rng(lo=1))
+    threads: int = field(metadata=rng(lo=1))
+
+
+@dataclass(frozen=True)
+class Size:
+    """The packed file's ``layers`` versus their float32 size, over the configs matching ``size`` (a glob)."""
+    size: str = field(metadata=nonempty())
+    layers: Literal[LAYERS]
 
 
 @dataclass(frozen=True)
 class EfficiencyClaim:
-    id: str
-    paper: str
-    kind: str
-    value: float
-    measure: dict
-    text: str
-    source: str
+    id: str = field(metadata=nonempty())
+    paper: Literal[PAPERS]
+    kind: Literal["speed", "size"]
+    value: float = field(metadata=rng(lo=0, lo_open=True))  # the claimed factor
+    measure: Union[Gemm, Network, Size]
+    text: str = field(metadata=nonempty())
+    source: str = field(metadata=nonempty())
     confirmed: bool
     note: Optional[str] = None
 
-
-def _check(entry: object, i: int) -> EfficiencyClaim:
-    if not isinstance(entry, dict):
-        raise UserError(f"efficiency.yaml: claims[{i}]: expected a mapping, got {type(entry).__name__}")
-    where = f"efficiency.yaml: claim {entry.get('id', f'#{i}')!s}"
-    if missing := sorted(KEYS - {"note"} - set(entry)):
-        raise UserError(f"{where}: missing key(s) {', '.join(missing)}")
-    if unknown := sorted(set(entry) - KEYS):
-        raise UserError(f"{where}: unknown key(s) {', '.join(unknown)}")
-    if entry["paper"] not in PAPERS or entry["kind"] not in KINDS:
-        raise UserError(f"{where}: paper/kind: expected a paper of the suite and one of {', '.join(KINDS)}")
-    v = entry["value"]
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
-        raise UserError(f"{where}: value: expected a factor > 0, got {v!r}")
-    m = entry["measure"]
-    ok = isinstance(m, dict) and (
-        (set(m) == {"gemm", "threads"} and isinstance(m["gemm"], str) and isinstance(m["threads"], int)) or
-        (set(m) == {"network", "batch", "threads"} and isinstance(m["network"], str)
-         and isinstance(m["batch"], int) and isinstance(m["threads"], int)) or
-        (set(m) == {"size", "layers"} and isinstance(m["size"], str) and m["layers"] in LAYERS))
-    if not ok:
-        raise UserError(f"{where}: measure: expected {{gemm: GLOB, threads: N}}, {{network: CONFIG, batch: N, "
-                        f"threads: N}} or {{size: GLOB, layers: {'|'.join(LAYERS)}}}, got {m!r}")
-    if (entry["kind"] == "size") != ("size" in m):
-        raise UserError(f"{where}: measure: a {entry['kind']} claim is measured by "
-                        + ("size" if entry["kind"] == "size" else "gemm or network"))
-    for key in ("id", "text", "source"):
-        if not isinstance(entry[key], str) or not entry[key].strip():
-            raise UserError(f"{where}: {key}: expected a non-empty string")
-    if not isinstance(entry["confirmed"], bool):
-        raise UserError(f"{where}: confirmed: expected true or false")
-    return EfficiencyClaim(**{k: entry.get(k) for k in KEYS})
+    def check(self, path: str) -> None:
+        if (self.kind == "size") != isinstance(self.measure, Size):
+            raise UserError(f"{key_path(path, 'measure')}: a {self.kind} claim is measured by "
+                            + ("size" if self.kind == "size" else "gemm or network"))
 
 
 def load_efficiency(path: Path = EFFICIENCY_FILE) -> list[EfficiencyClaim]:
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise UserError(f"{path}: cannot be read as YAML ({type(e).__name__})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("claims"), list):
-        raise UserError(f"{path}: expected a mapping with a list 'claims'")
-    claims = [_check(e, i) for i, e in enumerate(data["claims"])]
+    claims = [check_dataclass(EfficiencyClaim, e, entry_path(path, e, i)) for i, e in enumerate(read_entries(path))]
     if len({c.id for c in claims}) != len(claims):
         raise UserError(f"{path}: duplicate claim id")
     return claims
@@ -111,26 +96,26 @@ def measure(claim: EfficiencyClaim, bench: Optional[dict]) -> tuple[Optional[flo
         return None, "no benchmark results"
     m = claim.measure
     try:
-        if "gemm" in m:
+        if isinstance(m, Gemm):
             got = [float(r["speedup"]) for r in _rows(bench, "gemm")
-                   if fnmatch.fnmatchcase(str(r.get("layer")), m["gemm"]) and r.get("threads") == m["threads"]]
+                   if fnmatch.fnmatchcase(str(r.get("layer")), m.gemm) and r.get("threads") == m.threads]
             if not got:
-                return None, f"no GEMM {m['gemm']!r} on {m['threads']} threads in the benchmark"
+                return None, f"no GEMM {m.gemm!r} on {m.threads} threads in the benchmark"
             what = f"median of {len(got)} GEMMs ({min(got):.1f}-{max(got):.1f}x)" if len(got) > 1 else "GEMM"
-            return statistics.median(got), f"{what} `{m['gemm']}`, {m['threads']} threads"
-        if "network" in m:
-            got = [float(r["speedup"]) for r in _rows(bench, "networks") if r.get("config") == m["network"]
-                   and r.get("batch") == m["batch"] and r.get("threads") == m["threads"]]
+            return statistics.median(got), f"{what} `{m.gemm}`, {m.threads} threads"
+        if isinstance(m, Network):
+            got = [float(r["speedup"]) for r in _rows(bench, "networks") if r.get("config") == m.network
+                   and r.get("batch") == m.batch and r.get("threads") == m.threads]
             if not got:
-                return None, f"`{m['network']}` not timed at batch {m['batch']} on {m['threads']} threads"
-            return got[0], f"whole network `{m['network']}`, batch {m['batch']}, {m['threads']} threads"
-        got = [(float(r["layers"][m["layers"]]["ratio"]), r["config"]) for r in _rows(bench, "sizes")
-               if fnmatch.fnmatchcase(str(r.get("config")), m["size"]) and m["layers"] in (r.get("layers") or {})]
+                return None, f"`{m.network}` not timed at batch {m.batch} on {m.threads} threads"
+            return got[0], f"whole network `{m.network}`, batch {m.batch}, {m.threads} threads"
+        got = [(float(r["layers"][m.layers]["ratio"]), r["config"]) for r in _rows(bench, "sizes")
+               if fnmatch.fnmatchcase(str(r.get("config")), m.size) and m.layers in (r.get("layers") or {})]
         if not got:
-            return None, f"no {m['layers']} layers of `{m['size']}` exported by the engine"
+            return None, f"no {m.layers} layers of `{m.size}` exported by the engine"
         low = min(got)
-        return low[0], (f"{m['layers']} layers of {len(got)} networks, smallest ratio (`{low[1]}`; largest "
-                        f"{max(got)[0]:.1f}x)" if len(got) > 1 else f"{m['layers']} layers of `{low[1]}`")
+        return low[0], (f"{m.layers} layers of {len(got)} networks, smallest ratio (`{low[1]}`; largest "
+                        f"{max(got)[0]:.1f}x)" if len(got) > 1 else f"{m.layers} layers of `{low[1]}`")
     except (KeyError, TypeError, ValueError):
         return None, f"{BENCH}: not the benchmark's layout"
 
@@ -154,7 +139,8 @@ def speedups(bench: Optional[dict], batch: int = 100) -> dict[str, float]:
 
 
 def efficiency_view(claims: list[EfficiencyClaim], bench: Optional[dict], why: str) -> list[str]:
-    from leaderboard.render import MARK, SHORT
+    from common.papers import TITLES
+    from leaderboard.render import MARK
 
     out = ["## Efficiency claims: measured on the integer engine", "",
            "Each network runs exported (1-bit binary, 2-bit ternary, integer fixed-point weights; `python -m "
@@ -172,7 +158,7 @@ def efficiency_view(claims: list[EfficiencyClaim], bench: Optional[dict], why: s
     for c in claims:
         got, what = measure(c, bench)
         v = verdict(c, got)
-        out.append(f"| {c.id}{'' if c.confirmed else ' †'} {c.text} | {SHORT.get(c.paper, c.paper)} | {c.value:g}× | "
+        out.append(f"| {c.id}{'' if c.confirmed else ' †'} {c.text} | {TITLES.get(c.paper, c.paper)} | {c.value:g}× | "
                    f"{'—' if got is None else f'{got:.1f}×'} | {MARK.get(v, '⏳ not measured')} | {what} |")
     out += ["", "Notes: " + " ".join(f"**{c.id}**: {c.note}" for c in claims if c.note), ""]
     return out

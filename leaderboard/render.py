@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Optional
 
-from common.papers import PAPERS
+from common.papers import PAPERS, TITLES
 from leaderboard.claims import Claim
 from leaderboard.collect import (ABS_TOL, REL_TOL, SETTINGS, Group, Skipped, Verdict, claim_groups, fits, judge,
                                  proxies)
@@ -61,13 +61,6 @@ def verdict_cells(v: Verdict) -> tuple[str, str]:
     return f"{v.diff:+.2f} ({v.compared}, tol {v.tolerance:.2f})", MARK[v.kind]
 
 
-SHORT = {"float": "float", "binaryconnect": "BinaryConnect", "bnn": "BNN", "xnor": "XNOR-Net / BWN", "qnn": "QNN",
-         "twn": "TWN", "dorefa": "DoReFa-Net", "gupta": "Gupta (stochastic rounding)", "lowprec": "Courbariaux (DFXP)",
-         "fxptrain": "Lin & Talathi (fixed-point training)", "sung": "Sung (uniform, L2 step)",
-         "sqnr": "Lin et al. (SQNR bits)", "ristretto": "Ristretto", "moons": "Moons (per-layer bits)",
-         "qiu": "Qiu (dynamic precision)"}
-
-
 def roadmap_view(claims: dict[str, Claim], groups: dict) -> list[str]:
     out = ["## The roadmap's claims (R01–R20)", "",
            "Each claim of the 2016 roadmap (`../shared/roadmap/claims.md`), with the runs that address it: the paper-scale "
@@ -103,7 +96,7 @@ def paper_view(claims: dict[str, Claim], groups: dict) -> list[str]:
         mine = sorted((g for g in groups.values() if g.paper == paper and not g.shared), key=lambda g: g.config)
         named = {cid for g in mine for cid in g.claims}
         unrun = [c for c in claims.values() if c.paper == paper and c.kind == "paper" and c.id not in named]
-        out += [f"### {SHORT[paper]} — [`papers.{paper}`](papers/{paper}/README.md)", ""]
+        out += [f"### {TITLES[paper]} — [`papers.{paper}`](papers/{paper}/README.md)", ""]
         if mine:
             out += ["| config | scale | W/A/G | n | error % | float % | drop | claim | claimed | Δ vs claim | verdict | memory KiB | MBOPs | commit |",
                     "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -141,7 +134,7 @@ def shared_view(groups: dict, setting: str, speed: dict[str, float] | None = Non
     ref_bops = (base.cost or {}).get("bops") if base and base.cost else None
     for i, g in enumerate(rows, 1):
         mem, bops = (g.cost or {}).get("param_bits"), (g.cost or {}).get("bops")
-        out.append(f"| {i} | {SHORT.get(g.paper, g.paper)} | `{g.label}` | {g.how.replace('_', '-')} | {bits_cell(g.bits)} | "
+        out.append(f"| {i} | {TITLES.get(g.paper, g.paper)} | `{g.label}` | {g.how.replace('_', '-')} | {bits_cell(g.bits)} | "
                    f"{n_cell(g)} | {err_cell(g)} | {num(g.drop(), True)} | {mem_cell(g)} | "
                    f"{num(ref_mem / mem, digits=1) if ref_mem and mem else '—'} | {bops_cell(g)} | "
                    f"{num(ref_bops / bops, digits=1) if ref_bops and bops else '—'} | "

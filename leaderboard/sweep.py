@@ -116,22 +116,34 @@ def plan(scale: str, seeds: list[int], papers: list[str], match: str, results_di
                         job.needs.append((paper, name))
                     result = results_dir / paper / job.output / f"seed{seed}.json"
                     ok, why = up_to_date(result, cfg)
-                    job.cost = estimate(results_dir / paper / job.output)
+                    job.cost = estimate(results_dir / paper / job.output, trains=command != "quantize")
                     if not ok and runs_dir is not None and resumable(runs_dir, job, cfg):
                         job.resume, why = True, f"{why}; resumes from its last.ckpt"
                     items.append((job, ok, why))
     return items
 
 
-def estimate(folder: Path) -> float:
-    """Seconds: the mean wall time of the existing results of this config, else a default."""
-    times = []
-    for f in folder.glob("seed*.json"):
-        try:
-            times.append(float(json.loads(f.read_text())["wall_time_s"]))
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
+def estimate(folder: Path, trains: bool = True) -> float:
+    """Seconds: the mean wall time of the existing results of this config; without any, of the runs of the same
+    kind (trained, or only quantized) of every config of the same setting (the first two parts of the name:
+    ``cifar10_vggsmall``, ``mnist_cpu``), across papers; else a default."""
+    times = _wall_times(folder.glob("seed*.json"))
+    if not times:
+        setting = "_".join(folder.name.split("_")[:2])
+        times = _wall_times(folder.parent.parent.glob(f"*/{setting}*/seed*.json"), trains)
     return sum(times) / len(times) if times else DEFAULT_COST_S
+
+
+def _wall_times(files, trains: bool | None = None) -> list[float]:
+    times = []
+    for f in files:
+        try:
+            data = json.loads(f.read_text())
+            if trains is None or (data.get("epochs") != 0) == trains:
+                times.append(float(data["wall_time_s"]))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            pass
+    return times
 
 
 def run_status(job: Job, returncode: int | str, start: float, results_dir: Path, log: Path) -> str:

@@ -58,11 +58,12 @@ def test_view_names_each_claim_its_measurement_and_verdict():
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"value": 0}, "value: expected a factor > 0"),
-    ({"kind": "energy"}, "paper/kind"),
+    ({"value": 0}, "value: expected a value > 0"),
+    ({"kind": "energy"}, "kind: expected one of"),
+    ({"paper": "nope"}, "paper: expected one of"),
     ({"measure": {"gemm": "x"}}, "measure: expected"),
     ({"measure": {"size": "xnor/*", "layers": "binary"}}, "a speed claim is measured by gemm or network"),
-    ({"extra": 1}, "unknown key(s) extra"),
+    ({"extra": 1}, "extra: unknown key"),
 ])
 def test_a_bad_entry_is_refused_naming_claim_and_key(tmp_path, change, message):
     data = yaml.safe_load(EFFICIENCY_FILE.read_text())

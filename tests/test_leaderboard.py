@@ -45,12 +45,14 @@ def test_registry_loads_and_every_config_claim_exists():
 
 @pytest.mark.parametrize("change, message", [
     ({"metric": "accuracy"}, "metric: expected one of"),
-    ({"bits": {"w": 0, "a": 32, "g": 32}}, "bits: expected"),
+    ({"bits": {"w": 0, "a": 32, "g": 32}}, "bits.w: expected a value in 1..32"),
     ({"value": None}, "needs a number"),
     ({"value": 140.0}, "error in percent"),
     ({"paper": "nope"}, "paper: expected one of"),
     ({"confirmed": "yes"}, "confirmed"),
-    ({"colour": "red"}, "unknown key(s) colour"),
+    ({"colour": "red"}, "colour: unknown key"),
+    ({"text": "  "}, "text: expected a non-empty string"),
+    ({"baseline": 101}, "baseline: expected a value in 0..100"),
 ])
 def test_registry_rejects_a_bad_entry_naming_claim_and_key(tmp_path, change, message):
     data = yaml.safe_load(CLAIMS_FILE.read_text())
@@ -61,6 +63,14 @@ def test_registry_rejects_a_bad_entry_naming_claim_and_key(tmp_path, change, mes
     with pytest.raises(UserError, match=re.escape(message)) as err:
         load_claims(path)
     assert entry["id"] in str(err.value)
+
+
+def test_registry_names_a_missing_key(tmp_path):
+    data = yaml.safe_load(CLAIMS_FILE.read_text())
+    del data["claims"][0]["source"]
+    (tmp_path / "claims.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(UserError, match=f"claim {data['claims'][0]['id']}: source: missing required key"):
+        load_claims(tmp_path / "claims.yaml")
 
 
 def test_registry_rejects_duplicates_and_missing_roadmap_claims(tmp_path):
@@ -94,13 +104,13 @@ def test_bad_result_files_are_skipped_with_a_reason_and_never_averaged(tmp_path)
     runs, skipped = load_runs(tmp_path / "results")
     reasons = {Path(s.path).name: s.reason for s in skipped}
     assert set(reasons) == {f"seed{i}.json" for i in (2, 3, 4, 5, 6, 7, 9)}
-    assert "not readable JSON" in reasons["seed2.json"] and "unknown schema 99" in reasons["seed3.json"]
-    assert "missing key 'metrics'" in reasons["seed4.json"] and "test_top1_err" in reasons["seed5.json"]
+    assert "not readable JSON" in reasons["seed2.json"] and "schema: expected 1, got 99" in reasons["seed3.json"]
+    assert "metrics: missing required key" in reasons["seed4.json"] and "test_top1_err" in reasons["seed5.json"]
     groups = group_runs(runs, with_cost=False)
     g = groups[("bnn", "mnist_cpu")]
     assert g.errors() == [good["metrics"]["test_top1_err"]] and len(g.diverged) == 1  # diverged: counted, not averaged
     text = render(check_registry(), groups, skipped)
-    assert "## Skipped result files" in text and "seed3.json`: unknown schema 99" in text
+    assert "## Skipped result files" in text and "seed3.json`: schema: expected 1, got 99" in text
     assert "(+1 diverged)" in text
 
 

@@ -65,6 +65,43 @@ def test_ristretto_integer_lengths():
     # activations one bit less: IL = ceil(log2 max|x|): c: max 1 -> 0 -> fl 8; f: max 3 -> 2 -> fl 6
     assert by["c"]["input"]["fl"] == 8 and by["f"]["input"]["fl"] == 6
     assert by["c"]["weight"]["training"] == "stochastic" and by["c"]["input"]["training"] == "off"
+    assert by["c"]["weight"]["name"] == by["c"]["input"]["name"] == "ristretto_fixed"
+
+
+def test_ristretto_fixed_rounds_as_asked_while_training_and_as_the_format_at_test():
+    torch.manual_seed(0)
+    x = torch.randn(4000) * 3
+    plain = to_fixed(x, 8, 4)
+    for training, expect in (("same", "nearest"), ("stochastic", "stochastic"), ("off", None)):
+        q = build_quantizer({"name": "ristretto_fixed", "wl": 8, "fl": 4, "training": training})
+        q.eval()
+        assert torch.equal(q(x), plain)  # at test time, always the format itself
+        q.train()
+        torch.manual_seed(1)
+        got = q(x)
+        torch.manual_seed(1)
+        want = x if expect is None else to_fixed(x, 8, 4, expect)
+        assert torch.equal(got, want), training
+        y = x.clone()
+        torch.manual_seed(1)
+        q.quantize_(y)
+        assert torch.equal(y, want), training
+
+
+def test_a_stored_config_with_the_former_fixed_training_switch_still_reads():
+    """Results written before the switch moved into Ristretto store {name: fixed, training: ...}: they read as
+    ristretto_fixed, so the committed results stay up to date and keep their cost column."""
+    from common.config import validate
+    from common.results import stored_config, stored_config_valid
+
+    rules = [{"layers": ["c"], "weight": {"name": "fixed", "wl": 8, "fl": 7, "training": "stochastic"},
+              "input": {"name": "fixed", "wl": 8, "fl": 6}}]
+    stored = {"model": {"name": "mlp"}, "quant": {"rules": rules}}
+    with pytest.raises(Exception, match="training: unknown key"):
+        validate(stored)
+    cfg = stored_config(stored)
+    assert cfg.quant.rules[0].weight["name"] == "ristretto_fixed" and cfg.quant.rules[0].input["name"] == "fixed"
+    assert stored_config_valid(stored)
 
 
 def test_ristretto_search_keeps_the_smallest_width_within_the_margin():

@@ -112,3 +112,22 @@ def test_the_dry_run_prints_the_same_plan_whatever_the_executor(tmp_path, capsys
                       "--executor", executor) == 0
         outputs.append(capsys.readouterr().out)
     assert outputs[0] == outputs[1] == outputs[2] and "run  sung finetune mnist_cpu_w64_b2 seed 1" in outputs[0]
+
+
+def test_a_config_without_results_is_estimated_from_its_setting_and_kind(tmp_path):
+    """A new config's run time: the mean of the same setting's runs of the same kind (trained or only quantized)."""
+    import json as _json
+
+    def put(paper, config, wall, epochs):
+        folder = tmp_path / paper / config
+        folder.mkdir(parents=True)
+        (folder / "seed1.json").write_text(_json.dumps({"wall_time_s": wall, "epochs": epochs}))
+
+    put("float", "cifar10_vggsmall", 2000.0, 15)
+    put("bnn", "cifar10_vggsmall", 3000.0, 15)
+    put("sung", "cifar10_vggsmall_b8", 60.0, 0)
+    put("bnn", "mnist_cpu", 100.0, 10)
+    assert sweep.estimate(tmp_path / "bnn" / "cifar10_vggsmall") == 3000.0  # its own results first
+    assert sweep.estimate(tmp_path / "twn" / "cifar10_vggsmall_new") == 2500.0
+    assert sweep.estimate(tmp_path / "sung" / "cifar10_vggsmall_b3", trains=False) == 60.0
+    assert sweep.estimate(tmp_path / "twn" / "svhn_new") == sweep.DEFAULT_COST_S

@@ -30,8 +30,9 @@ def _const(v: float, like: torch.Tensor) -> torch.Tensor:
 
 def binarize(x: torch.Tensor, H: float) -> torch.Tensor:
     """+H where x >= 0, else -H: x + 0.0 turns -0.0 into +0.0, then copysign (one pass with the kernels)."""
-    if kernels.fits(x):
-        return kernels.ext().scaled_sign(x, float(_const(H, x)))
+    q = kernels.scaled_sign(x, float(_const(H, x)))
+    if q is not None:
+        return q
     q = x + 0.0
     return torch.copysign(_const(H, x), q, out=q)
 

@@ -68,9 +68,8 @@ class DorefaWeight(Quantizer):
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         if self.bits == 1:
             with torch.no_grad():  # sign(W) E|W| = copysign(E|W|, W + 0.0), as binarize(W, 1) * E|W| (1 * E = E)
-                if kernels.fits(w):
-                    q = kernels.ext().scaled_sign(w, float(w.abs().mean()))
-                else:
+                q = kernels.scaled_sign(w, float(w.abs().mean()))
+                if q is None:
                     q = w + 0.0
                     q = torch.copysign(w.abs().mean(), q, out=q)
             return straight_through(w, q)

@@ -53,10 +53,8 @@ def to_fixed(x: torch.Tensor, wl: int, fl: int, rounding: Rounding = "nearest",
     eps = 2.0 ** -fl
     top = 2 ** (wl - 1)
     lo, hi = (-(top - 1) if span == "symmetric" else -top) * eps, (top - 1) * eps
-    if kernels.fits(x) and (out is None or kernels.fits(out)):  # the same operations below, fused in one pass
-        y = torch.empty_like(x) if out is None else out
-        fused = kernels.ext().fixed_nearest if rounding == "nearest" else kernels.ext().fixed_stochastic
-        fused(x, y, 2.0 ** fl, lo / eps, hi / eps, eps)
+    y = kernels.fixed(x, fl, lo, hi, rounding, out)  # the same operations as below, fused in one pass
+    if y is not None:
         return y
     # floor(x / eps + noise) * eps clamped to [lo, hi], computed as clamp(floor(x * 2^fl + noise), lo/eps, hi/eps) * eps
     # on one buffer: x / eps == x * 2^fl and k * eps are exact (powers of two), so the clamp commutes with the scaling
@@ -86,30 +84,21 @@ class Fixed(Quantizer):
 
     ranges = {"wl": Range(1, 32), "fl": Range(-64, 64)}
 
-    def __init__(self, wl: int = 16, fl: int = 8, rounding: Rounding = "nearest", range: Span = "twos_complement",
-                 training: Literal["same", "stochastic", "off"] = "same"):
+    def __init__(self, wl: int = 16, fl: int = 8, rounding: Rounding = "nearest", range: Span = "twos_complement"):
         super().__init__()
         self.bits, self.wl, self.fl, self.rounding, self.span = wl, wl, fl, rounding, range
-        self.in_training = training  # Ristretto's fine-tuning: weights rounded stochastically, activations not trimmed
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training and self.in_training == "off":
-            return x
-        rounding = "stochastic" if self.training and self.in_training == "stochastic" else self.rounding
         with torch.no_grad():
-            q = to_fixed(x, self.wl, self.fl, rounding, self.span)
+            q = to_fixed(x, self.wl, self.fl, self.rounding, self.span)
         return straight_through(x, q)
 
     @torch.no_grad()
     def quantize_(self, x: torch.Tensor) -> None:
-        if self.training and self.in_training == "off":
-            return
-        rounding = "stochastic" if self.training and self.in_training == "stochastic" else self.rounding
-        to_fixed(x, self.wl, self.fl, rounding, self.span, out=x)
+        to_fixed(x, self.wl, self.fl, self.rounding, self.span, out=x)
 
     def extra_repr(self) -> str:
-        return (f"wl={self.wl}, fl={self.fl}, rounding={self.rounding}, range={self.span}"
-                + (f", training={self.in_training}" if self.in_training != "same" else ""))
+        return f"wl={self.wl}, fl={self.fl}, rounding={self.rounding}, range={self.span}"
 
 
 @register("uniform")
@@ -198,32 +187,22 @@ class DynamicFixed(Quantizer):
         if n == 0:
             return float("nan"), float("nan")
         top = (2 ** (self.wl - 1) - 1) * 2.0 ** -self.fl(il)
-        if kernels.fits(x):  # both counts in one pass (the max below only skips counts that would be 0)
-            below, now = kernels.ext().abs_count2(x, top / 2, top)
-            return now / n, below / n
+        counts = kernels.count_abs_at_least(x, top / 2, top)  # (the max below only skips counts that would be 0)
+        if counts is not None:
+            return counts[1] / n, counts[0] / n
         a = x.abs()
         m = float(a.max())
         below = 0 if m < top / 2 else _count_at_least(a, top / 2, None)
         now = 0 if m < top else _count_at_least(a, top, a)
         return now / n, below / n
 
-    @torch.no_grad()
-    def _fused_step(self, x: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor | None:
-        """_observe then to_fixed (nearest) in one pass of the kernels, at a training call where the integer length
-        cannot move (all but every ``update_every``-th): the same counts, rates and values. None where it does not
-        apply (the caller takes the usual path)."""
-        if not (self.training and self.rounding == "nearest" and not self.calibrating and x.numel() > 0
-                and kernels.fits(x) and (out is None or kernels.fits(out)) and self.rates.device.type == "cpu"
-                and bool(self.initialised) and (int(self.calls) + 1) % self.update_every != 0):
-            return None
-        il = int(self.il)
-        fl = self.fl(il)
-        top, eps, most = (2 ** (self.wl - 1) - 1) * 2.0 ** -fl, 2.0 ** -fl, 2 ** (self.wl - 1) - 1
-        y = torch.empty_like(x) if out is None else out
-        # the bounds as to_fixed's symmetric range passes them: -(2^(wl-1) - 1) eps / eps, ...
-        kernels.ext().dynamic_fixed_step(x, y, top / 2, top, 2.0 ** fl, -most * eps / eps, most * eps / eps, eps,
-                                         self.rates, self.calls)
-        return y
+    def _between_updates(self, x: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor | None:
+        """At a training call where the integer length cannot move (all but every ``update_every``-th), _observe and
+        to_fixed (nearest) fused in one pass of the kernels; None where that does not apply."""
+        if self.training and self.rounding == "nearest" and not self.calibrating and bool(self.initialised) \
+                and (int(self.calls) + 1) % self.update_every != 0:
+            return kernels.dynamic_fixed_step(x, out, self.wl, self.fl(), self.rates, self.calls)
+        return None
 
     @torch.no_grad()
     def _observe(self, x: torch.Tensor) -> None:
@@ -254,7 +233,7 @@ class DynamicFixed(Quantizer):
             self.rates.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q = self._fused_step(x.detach(), None)
+        q = self._between_updates(x.detach(), None)
         if q is not None:
             return straight_through(x, q)
         self._observe(x.detach())
@@ -266,7 +245,7 @@ class DynamicFixed(Quantizer):
 
     @torch.no_grad()
     def quantize_(self, x: torch.Tensor) -> None:
-        if self._fused_step(x, x) is not None:
+        if self._between_updates(x, x) is not None:
             return
         self._observe(x)
         if not (self.calibrating or not self.initialised):

@@ -127,15 +127,67 @@ def fits(*tensors: torch.Tensor) -> bool:
         and ext() is not None
 
 
+# ---------------------------------------------------------------- the fused operations, by name
+# Each returns None where the kernels do not apply; the caller then runs its torch expression, which is the definition.
+
 def rand_like(x: torch.Tensor) -> torch.Tensor:
     """torch.rand_like(x): the same values and generator state, several times faster on the CPU."""
     return ext().rand_like(x) if fits(x) else torch.rand_like(x)
 
 
+def scaled_sign(x: torch.Tensor, alpha: float) -> torch.Tensor | None:
+    """copysign(alpha, x + 0.0): +alpha where x >= 0 (-0.0 included), else -alpha."""
+    return ext().scaled_sign(x, alpha) if fits(x) else None
+
+
+def fixed(x: torch.Tensor, fl: int, lo: float, hi: float, rounding: str, out: torch.Tensor | None) -> torch.Tensor | None:
+    """clamp(floor(x 2^fl + noise), lo 2^fl, hi 2^fl) 2^-fl (noise: 1/2 for nearest, U[0, 1) for stochastic),
+    into ``out`` (or a new tensor)."""
+    if not (fits(x) and (out is None or fits(out))):
+        return None
+    eps = 2.0 ** -fl
+    y = torch.empty_like(x) if out is None else out
+    (ext().fixed_nearest if rounding == "nearest" else ext().fixed_stochastic)(x, y, 2.0 ** fl, lo / eps, hi / eps, eps)
+    return y
+
+
+def count_abs_at_least(x: torch.Tensor, low: float, high: float) -> tuple[int, int] | None:
+    """(#|x| >= low, #|x| >= high) in one pass."""
+    return tuple(ext().abs_count2(x, low, high)) if fits(x) else None
+
+
+def ternary(w: torch.Tensor, dims: tuple[int, ...], t: float, group: int) -> torch.Tensor | None:
+    """TWN's alpha W~ with the approximate threshold delta = t E|W| over ``dims`` (groups of ``group`` values): the
+    mask |W| > delta, alpha = sum(|W| mask) / max(sum(mask), 1), in fewer passes. Groups below 2^24 values only,
+    where the torch path's float sum of the 0/1 mask is the exact count the kernel takes."""
+    if not (fits(w) and 0 < group < 2**24):
+        return None
+    a = w.abs()
+    delta = t * a.mean(dim=dims, keepdim=True)
+    count = ext().keep_above_(a, delta)  # a * mask in place, and the mask's sums
+    alpha = a.sum(dim=dims, keepdim=True) / count.view(delta.shape).to(w.dtype).clamp_min(1)
+    return ext().ternary_out(w, delta, alpha)
+
+
+def dynamic_fixed_step(x: torch.Tensor, out: torch.Tensor | None, wl: int, fl: int, rates: torch.Tensor,
+                       calls: torch.Tensor) -> torch.Tensor | None:
+    """Dynamic fixed point at a training call where the integer length cannot move: the overflow rates at il and
+    il - 1 added to ``rates``, ``calls`` + 1, and x rounded to nearest on the symmetric wl-bit grid 2^-fl, in one
+    pass (``DynamicFixed._observe`` then ``to_fixed``: the same counts, rates and values)."""
+    if not (x.numel() > 0 and fits(x) and (out is None or fits(out)) and rates.device.type == "cpu"):
+        return None
+    most = 2 ** (wl - 1) - 1
+    top, eps = most * 2.0 ** -fl, 2.0 ** -fl
+    y = torch.empty_like(x) if out is None else out
+    # the bounds as to_fixed's symmetric range passes them: -(2^(wl-1) - 1) eps / eps, ...
+    ext().dynamic_fixed_step(x, y, top / 2, top, 2.0 ** fl, -most * eps / eps, most * eps / eps, eps, rates, calls)
+    return y
+
+
 @contextlib.contextmanager
 def disabled():
     """Run the torch path inside the block (tests compare the two paths; benchmarks time both)."""
-    global _ext, _loaded
+    global _ext
     ext()
     saved = _ext
     _ext = None

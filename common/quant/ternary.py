@@ -45,14 +45,10 @@ def ternarize(w: torch.Tensor, per: str = "layer", t: float = 0.7, threshold: st
     with torch.no_grad():
         dims = _group_dims(w, per)
         group = w.numel() if per == "layer" else w[0].numel()
-        # the steps below in fewer passes (with groups below 2^24 values, where the float sum of the 0/1 mask that
-        # the torch path takes is the exact count the kernel takes)
-        if threshold == "approx" and kernels.fits(w) and 0 < group < 2**24:
-            a = w.abs()
-            delta = t * a.mean(dim=dims, keepdim=True)
-            count = kernels.ext().keep_above_(a, delta)  # a * mask in place, and the mask's sums (exact counts)
-            alpha = a.sum(dim=dims, keepdim=True) / count.view(delta.shape).to(w.dtype).clamp_min(1)
-            return kernels.ext().ternary_out(w, delta, alpha)
+        if threshold == "approx":  # the steps below in fewer passes, where the kernels apply
+            q = kernels.ternary(w, dims, t, group)
+            if q is not None:
+                return q
         if threshold == "approx":  # the mask of ternary_mask, reusing |W| and its buffer for |W| * mask
             a = w.abs()
             mask = torch.gt(a, t * a.mean(dim=dims, keepdim=True), out=torch.empty_like(a))

@@ -9,12 +9,52 @@ the three combined; fine-tuning with stochastically rounded weights and untrimme
 from __future__ import annotations
 
 import math
+from typing import Literal
+
+import torch
 
 from common.ptq import Calibration, int_length, merge_rules, register_ptq
+from common.quant.base import register, straight_through
+from common.quant.fixed import Fixed, Rounding, Span, to_fixed
 from common.validate import Range
 
 DEFAULT_CONFIG = "mnist_cpu_search"
 FINETUNE = ["mnist_cpu_4_4_4"]  # configs the sweep also fine-tunes after quantizing (``finetune``)
+
+
+@register("ristretto_fixed")
+class RistrettoFixed(Fixed):
+    """A static fixed-point format (``fixed``) as Ristretto fine-tunes with it: at test time the format itself; while
+    training, ``training: stochastic`` rounds stochastically (the weights), ``off`` passes values through untrimmed
+    (the activations), ``same`` rounds as at test time."""
+
+    def __init__(self, wl: int = 16, fl: int = 8, rounding: Rounding = "nearest", range: Span = "twos_complement",
+                 training: Literal["same", "stochastic", "off"] = "same"):
+        super().__init__(wl, fl, rounding, range)
+        self.in_training = training
+
+    def _rounding(self) -> str | None:
+        """How values are rounded now; None: not at all."""
+        if not self.training or self.in_training == "same":
+            return self.rounding
+        return None if self.in_training == "off" else "stochastic"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rounding = self._rounding()
+        if rounding is None:
+            return x
+        with torch.no_grad():
+            q = to_fixed(x, self.wl, self.fl, rounding, self.span)
+        return straight_through(x, q)
+
+    @torch.no_grad()
+    def quantize_(self, x: torch.Tensor) -> None:
+        rounding = self._rounding()
+        if rounding is not None:
+            to_fixed(x, self.wl, self.fl, rounding, self.span, out=x)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", training={self.in_training}"
 
 
 @register_ptq("ristretto")
@@ -40,9 +80,9 @@ class RistrettoSearch:
 
     def part(self, cal: Calibration, which: str, bits: int, x_max: dict[str, float]) -> dict[str, dict]:
         if which == "act":
-            return {n: {"input": {"name": "fixed", "wl": bits, "fl": self.act_fl(bits, x_max[n]), "training": "off"}}
+            return {n: {"input": {"name": "ristretto_fixed", "wl": bits, "fl": self.act_fl(bits, x_max[n]), "training": "off"}}
                     for n in cal.layers}
-        return {n: {"weight": {"name": "fixed", "wl": bits, "fl": self.weight_fl(bits, float(cal.weight(n).abs().max())),
+        return {n: {"weight": {"name": "ristretto_fixed", "wl": bits, "fl": self.weight_fl(bits, float(cal.weight(n).abs().max())),
                                "training": "stochastic"}}
                 for n in cal.layers if cal.kind[n] == which}
 
@@ -69,4 +109,4 @@ class RistrettoSearch:
                        "act_max": {n: round(v, 6) for n, v in x_max.items() if math.isfinite(v)}}
 
 
-__all__ = ["DEFAULT_CONFIG", "FINETUNE", "RistrettoSearch"]
+__all__ = ["DEFAULT_CONFIG", "FINETUNE", "RistrettoFixed", "RistrettoSearch"]
