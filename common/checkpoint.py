@@ -24,7 +24,7 @@ from torch import nn
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from common.errors import UserError
-from common.results import atomic_write, first_difference, read_result, result_path
+from common.results import atomic_write, first_difference, read_result, result_path, upgrade_config
 
 READ_ERRORS = (RuntimeError, EOFError, OSError, KeyError, TypeError, ValueError, pickle.UnpicklingError)
 
@@ -89,7 +89,7 @@ def resume_checkpoint(runs_dir: Path, paper: str, name: str, seed: int, config: 
     saved = (ckpt.get("hyper_parameters") or {}).get("config")
     if not isinstance(saved, dict):
         raise UserError(f"--resume {path}: not a checkpoint of this suite's train command (no config)")
-    diff = config is not None and first_difference(saved, config)
+    diff = config is not None and first_difference(upgrade_config(saved), config)
     if diff:
         raise UserError(f"--resume {path}: written with another config ({diff}); resume with the same --config, "
                         f"--set and --seed")

@@ -22,6 +22,7 @@ from common.models import build_model
 from common.optim import build_optimizer
 from common.quant import activation_quantizers, after_step, convert, convertible_layers, quant_layers, select
 from common.quant.pow2 import ap2_scalar
+from common.results import upgrade_config
 
 
 def squared_hinge(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -74,7 +75,7 @@ class Classifier(L.LightningModule):
     def __init__(self, config: dict, in_shape: tuple[int, ...], num_classes: int):
         super().__init__()
         self.save_hyperparameters()
-        self.cfg: Config = validate(config)
+        self.cfg: Config = validate(upgrade_config(config))  # (a checkpoint's config may be of an earlier version)
         self.num_classes = num_classes
         model = build_model(self.cfg.model, in_shape, num_classes)
         names = convertible_layers(model)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import math
 import os
 import platform
 import subprocess
 import sys
 import tempfile
-import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -148,13 +148,12 @@ def config_difference(stored: dict, cfg) -> str | None:
 NO_LONGER_VALID = "its config is no longer valid"
 
 
-def stored_config(stored: dict):
-    """A result's stored config as today's ``Config`` (UserError where today's schema refuses it), after the renames
-    made since results were written:
+def upgrade_config(stored: dict) -> dict:
+    """A config stored by an earlier version of the suite (in a result file or a checkpoint), with the renames made
+    since applied; a config of today's is returned as it is:
     - Ristretto's training-time switch moved out of the core ``fixed`` quantizer into Ristretto's own
-      ``ristretto_fixed`` (``papers/ristretto``): a stored ``{name: fixed, training: ...}`` is a ``ristretto_fixed``."""
-    from common.config import validate
-
+      ``ristretto_fixed`` (``papers/ristretto``): a stored ``{name: fixed, training: ...}`` is a ``ristretto_fixed``
+      (today's ``fixed`` has no ``training``, so nothing else is renamed)."""
     def upgrade(node):
         if isinstance(node, list):
             return [upgrade(v) for v in node]
@@ -165,7 +164,15 @@ def stored_config(stored: dict):
             node["name"] = "ristretto_fixed"
         return node
 
-    return validate(upgrade(stored))
+    return upgrade(stored)
+
+
+def stored_config(stored: dict):
+    """A result's stored config as today's ``Config`` (``upgrade_config``, then validated: UserError where today's
+    schema refuses it)."""
+    from common.config import validate
+
+    return validate(upgrade_config(stored))
 
 
 def stored_config_valid(stored: dict) -> bool:
@@ -286,7 +293,8 @@ def make_result(paper: str, name: str, cfg, model, metrics: dict | None, results
         **rest,
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    check_head(result, f"result of {paper}/{name} seed {cfg.seed}")  # the writer keeps the schema the readers check
+    # the writer keeps the schema the readers check (a file the leaderboard would skip is a failed run, not a result)
+    check_head(result, f"result of {paper}/{name} seed {cfg.seed}: ")
     return result
 
 

@@ -155,7 +155,7 @@ def check_dataclass(cls: type, data: Any, path: str = "", extra: bool = False) -
     are ignored), every field without a default given, each value checked against its annotation and its field's
     ``rng``/``nonempty`` metadata (nested dataclasses and lists of them included), then ``cls.check(path)`` if any."""
     if not isinstance(data, dict):
-        raise _fail(path or "(top level)", type_name(cls), data)
+        raise _fail(path.removesuffix(": ") or "(top level)", type_name(cls), data)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields), key=str)
@@ -167,7 +167,10 @@ def check_dataclass(cls: type, data: Any, path: str = "", extra: bool = False) -
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise Mismatch(f"{key_path(path, name)}: missing required key ({type_name(hints[name])})")
             continue
-        value = check_value(data[name], hints[name], key_path(path, name), f.metadata.get("range"))
+        try:
+            value = check_value(data[name], hints[name], key_path(path, name), f.metadata.get("range"))
+        except Mismatch as e:  # the keys are this class's: a wrong value is an error of that key, not of the kind
+            raise UserError(str(e)) from None
         if f.metadata.get("nonempty") and not (isinstance(value, str) and value.strip()):
             raise _fail(key_path(path, name), "a non-empty string", value, UserError)
         kwargs[name] = value

@@ -16,7 +16,8 @@ file described in ``engine.fileformat``. The network is walked in order; support
                             a per-layer alpha when H != 1                     ``alpha`` (float32, (1,))
   ``scaled_sign`` (BWN)     1 bit a weight + alpha = mean|W| per filter/layer  ``weight``, ``alpha`` ((O,) or (1,))
   ``ternary`` (TWN)         2 bit-planes (+1 plane, -1 plane) + alpha         ``plus``, ``minus``, ``alpha``
-  ``fixed`` (wl, fl)        int8 / int16 / int32 integers q, w = q 2^-fl      ``weight`` (intN, torch's shape)
+  ``fixed`` (wl, fl)        int8 / int16 / int32 integers q, w = q 2^-fl      ``weight`` (intN, torch's shape);
+                            (wl <= 4: ``packed: nibbles``, two q + 8 a byte)  (uint8, (ceil(n / 2),))
   ========================  ===============================================  ==========================================
 
   ``sign_stochastic`` is stored as what it is at test time: the real weights (``eval: real``) or ``sign``.
@@ -50,7 +51,6 @@ import torch
 from torch import nn
 
 from common.errors import UserError
-from common.quant.fixed import Fixed
 from engine import fold, ops
 from engine.fileformat import Packed, read, write
 
@@ -86,6 +86,8 @@ def _modules(net: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
 def _quantizer_name(q) -> str | None:
     """The quantizer's registered name; a paper's variant of the static fixed-point format (Ristretto's, whose
     switch only acts while training) is that format at test time."""
+    from common.quant.fixed import Fixed
+
     if q is None:
         return None
     return "fixed" if isinstance(q, Fixed) else getattr(q, "registered_name", type(q).__name__)
@@ -183,6 +185,9 @@ def _decompose_weight(name: str, m: nn.Module) -> tuple[dict, dict]:
         qi = q.round().to(torch.int64).numpy().astype(dtype)
         rec = (torch.from_numpy(qi.astype(np.float64)) * 2.0**-fl).to(wq.dtype)
         spec, arrays = {"kind": "fixed", "scale": "none", "wl": wl, "fl": fl}, {"weight": qi}
+        if wl <= 4:  # 4 bits a weight, not 8: two to a byte
+            spec["packed"] = "nibbles"
+            arrays["weight"] = ops.pack_nibbles(torch.from_numpy(qi))
     else:
         raise UserError(f"engine export: {name}: weight quantizer {qname!r} is not supported by the engine yet")
     if not torch.equal(rec, wq):

@@ -74,6 +74,23 @@ def unpack_ternary(plus: torch.Tensor, minus: torch.Tensor, k: int) -> torch.Ten
     return p.to(torch.int8) - m.to(torch.int8)
 
 
+def pack_nibbles(q: torch.Tensor) -> torch.Tensor:
+    """Integers in [-8, 7] -> uint8, two per byte (the first value in the low nibble, each stored as q + 8), the
+    flattened tensor padded with one 0 value to an even count."""
+    v = (q.reshape(-1).to(torch.int16) + 8).to(torch.uint8)
+    if v.numel() % 2:
+        v = torch.cat([v, v.new_full((1,), 8)])
+    return v[0::2] | (v[1::2] << 4)
+
+
+def unpack_nibbles(packed: torch.Tensor, n: int) -> torch.Tensor:
+    """Inverse of ``pack_nibbles``: the first ``n`` values, as int8."""
+    if packed.dim() != 1 or packed.dtype != torch.uint8 or packed.numel() != (n + 1) // 2:
+        raise ValueError(f"a nibble-packed array of {n} values is {(n + 1) // 2} bytes (uint8, one dimension)")
+    v = torch.stack([packed & 15, packed >> 4], dim=1).reshape(-1)[:n]
+    return v.to(torch.int8) - 8
+
+
 def pm1(bits: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """bool (True = +1) -> +-1 values of ``dtype``."""
     return bits.to(dtype) * 2 - 1

@@ -37,6 +37,7 @@ binary activation can differ only where BN's zero crossing falls within such an 
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +95,13 @@ class _Layer:
             self.w_real = ops.unpack_ternary(arrays["plus"], arrays["minus"], self.k).to(torch.float32).view(self.shape)
         elif self.kind == "fixed":
             self.w_int = arrays["weight"]
+            if w.get("packed") == "nibbles":  # (weights of 4 bits or fewer)
+                try:
+                    self.w_int = ops.unpack_nibbles(self.w_int, math.prod(self.shape)).view(self.shape)
+                except ValueError as e:
+                    raise UserError(f"packed model: layer {spec.get('name')}: {e}") from None
+            elif "packed" in w:
+                raise UserError(f"packed model: layer {spec.get('name')}: unknown packing {w['packed']!r}")
             self.w_real = (self.w_int.double() * 2.0 ** -w["fl"]).float()  # exact: q 2^-fl
         else:
             raise UserError(f"packed model: layer {spec.get('name')}: unknown weight kind {self.kind!r}")

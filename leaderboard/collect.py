@@ -183,7 +183,6 @@ def _cost(group: Group) -> tuple[Optional[dict], Optional[str]]:
     (a stored config that today's code no longer accepts: the leaderboard says so)."""
     from common.cost import inference_cost
     from common.data import DATASETS
-    from common.errors import UserError
     from common.module import Classifier
     from common.papers import package
 

@@ -27,7 +27,7 @@ from common.quant.binary import ScaledSign, Sign
 from common.quant.fixed import Fixed
 from common.quant.ternary import Ternary
 from engine import Engine, export, export_checkpoint, load, ops
-from engine.fileformat import MAGIC
+from engine.fileformat import MAGIC, read, write
 from engine.fold import apply_thresholds, int_to_real, sign_thresholds
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -103,7 +103,8 @@ def test_packed_weights_round_trip(tmp_path):
     """sign / scaled_sign / ternary / fixed weights come back as the very values the simulated layer uses."""
     layers = [QLinear(70, 9, weight=Sign()), QLinear(70, 9, weight=ScaledSign(per="filter")),
               QLinear(70, 9, weight=Ternary(per="filter")), QLinear(70, 9, weight=Ternary(per="layer")),
-              QLinear(70, 9, weight=Fixed(wl=8, fl=5)), QLinear(70, 9, weight=Fixed(wl=12, fl=9))]
+              QLinear(70, 9, weight=Fixed(wl=8, fl=5)), QLinear(70, 9, weight=Fixed(wl=12, fl=9)),
+              QLinear(70, 9, weight=Fixed(wl=4, fl=3)), QLinear(7, 3, weight=Fixed(wl=2, fl=1))]
     for layer in layers:
         net = nn.Sequential(layer).eval()
         export(net, tmp_path / "w.lbp")
@@ -112,6 +113,31 @@ def test_packed_weights_round_trip(tmp_path):
         w = lay.w_real * (lay.alpha.view(-1, 1) if lay.alpha is not None else 1)
         with torch.no_grad():
             assert torch.equal(w, layer.quantized_weight()), layer.weight_quantizer
+
+
+def test_weights_of_four_bits_or_fewer_are_packed_two_to_a_byte(tmp_path):
+    g = torch.Generator().manual_seed(11)
+    for n in (0, 1, 7, 64):  # an odd count gets one padding value
+        q = torch.randint(-8, 8, (n,), generator=g, dtype=torch.int8)
+        packed = ops.pack_nibbles(q)
+        assert packed.dtype == torch.uint8 and packed.numel() == (n + 1) // 2
+        assert torch.equal(ops.unpack_nibbles(packed, n), q)
+    with pytest.raises(ValueError, match="nibble-packed array of 7 values is 4 bytes"):
+        ops.unpack_nibbles(torch.zeros(3, dtype=torch.uint8), 7)
+    sizes = {}
+    for wl in (4, 5):
+        layer = QLinear(301, 33, weight=Fixed(wl=wl, fl=wl - 1))
+        export(nn.Sequential(layer).eval(), tmp_path / f"w{wl}.lbp")
+        sizes[wl] = (tmp_path / f"w{wl}.lbp").stat().st_size
+        lay = Engine(tmp_path / f"w{wl}.lbp").ops[0][1]
+        with torch.no_grad():
+            assert torch.equal(lay.w_real, layer.quantized_weight())
+    assert sizes[5] - sizes[4] >= 301 * 33 // 2 - 64  # half the weight bytes saved (headers and bias aside)
+    packed = read(tmp_path / "w4.lbp")
+    packed.layers[0]["weight"]["packed"] = "bytes"
+    write(packed, tmp_path / "bad.lbp")
+    with pytest.raises(UserError, match="unknown packing 'bytes'"):
+        Engine(tmp_path / "bad.lbp")
 
 
 # ------------------------------------------------------------------------------------------------ folding

@@ -102,6 +102,11 @@ def test_a_stored_config_with_the_former_fixed_training_switch_still_reads():
     cfg = stored_config(stored)
     assert cfg.quant.rules[0].weight["name"] == "ristretto_fixed" and cfg.quant.rules[0].input["name"] == "fixed"
     assert stored_config_valid(stored)
+    from common.module import Classifier  # a checkpoint of that time stores the same config: it still loads
+
+    net = Classifier({**stored, "model": {"name": "mlp", "widths": [16]}, "quant": {"rules": [{**rules[0], "layers": "all"}]}},
+                     (1, 4, 4), 3).model
+    assert any(type(m).__name__ == "RistrettoFixed" for m in net.modules())
 
 
 def test_ristretto_search_keeps_the_smallest_width_within_the_margin():

@@ -30,7 +30,7 @@ def _const(v: float, like: torch.Tensor) -> torch.Tensor:
 
 def binarize(x: torch.Tensor, H: float) -> torch.Tensor:
     """+H where x >= 0, else -H: x + 0.0 turns -0.0 into +0.0, then copysign (one pass with the kernels)."""
-    q = kernels.scaled_sign(x, float(_const(H, x)))
+    q = kernels.scaled_sign(x, _const(H, x))
     if q is not None:
         return q
     q = x + 0.0

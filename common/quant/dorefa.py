@@ -68,10 +68,11 @@ class DorefaWeight(Quantizer):
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         if self.bits == 1:
             with torch.no_grad():  # sign(W) E|W| = copysign(E|W|, W + 0.0), as binarize(W, 1) * E|W| (1 * E = E)
-                q = kernels.scaled_sign(w, float(w.abs().mean()))
+                e = w.abs().mean()
+                q = kernels.scaled_sign(w, e)
                 if q is None:
                     q = w + 0.0
-                    q = torch.copysign(w.abs().mean(), q, out=q)
+                    q = torch.copysign(e, q, out=q)
             return straight_through(w, q)
         t = torch.tanh(w)
         if t.numel() == 0:  # no weights: max|tanh(W)| has nothing to reduce; Eq. 5 maps none to none

@@ -135,9 +135,10 @@ def rand_like(x: torch.Tensor) -> torch.Tensor:
     return ext().rand_like(x) if fits(x) else torch.rand_like(x)
 
 
-def scaled_sign(x: torch.Tensor, alpha: float) -> torch.Tensor | None:
-    """copysign(alpha, x + 0.0): +alpha where x >= 0 (-0.0 included), else -alpha."""
-    return ext().scaled_sign(x, alpha) if fits(x) else None
+def scaled_sign(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor | None:
+    """copysign(alpha, x + 0.0): +alpha where x >= 0 (-0.0 included), else -alpha (``alpha``: a one-value tensor of
+    x's dtype, read only here, on the CPU path)."""
+    return ext().scaled_sign(x, float(alpha)) if fits(x) else None
 
 
 def fixed(x: torch.Tensor, fl: int, lo: float, hi: float, rounding: str, out: torch.Tensor | None) -> torch.Tensor | None:

@@ -54,7 +54,7 @@ class RistrettoFixed(Fixed):
             to_fixed(x, self.wl, self.fl, rounding, self.span, out=x)
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", training={self.in_training}"
+        return super().extra_repr() + (f", training={self.in_training}" if self.in_training != "same" else "")
 
 
 @register_ptq("ristretto")
