@@ -30,6 +30,7 @@ import os
 import platform
 import re
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -362,7 +363,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ghz", type=float, default=None, help="the clock for the ideal (default: /proc/cpuinfo)")
     ap.add_argument("--repeats", type=int, default=None, help="timed rounds per measurement (default 7; quick 3)")
     ap.add_argument("--skip-nets", action="store_true", help="GEMMs and the ideal only")
+    ap.add_argument("--sizes-only", action="store_true",
+                    help="re-measure only the packed sizes (exact byte counts: no quiet machine needed) and replace "
+                         "them in an existing --out, keeping its timings")
     args = ap.parse_args(argv)
+    if args.sizes_only:
+        return refresh_sizes(Path(args.out))
 
     from engine import kernels
 
@@ -466,6 +472,24 @@ def main(argv: list[str] | None = None) -> int:
               "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None}
     out.write_text(json.dumps(result, indent=1))
     print(f"\nwrote {out} ({result['seconds']:.0f} s; load average {result['load_average']})")
+    return 0
+
+
+def refresh_sizes(out: Path) -> int:
+    """Replace the sizes of an existing benchmark file (they depend only on the formats and shapes, not on the
+    machine's load), recording the commit that measured them."""
+    from common.results import git_commit, read_result, write_text_atomic
+
+    result = read_result(out)
+    if result is None or not isinstance(result.get("sizes"), list):
+        print(f"error: {out}: not a benchmark file of python -m benchmarks.engine (run it whole first)", file=sys.stderr)
+        return 2
+    sizes, uncovered = bench_sizes()
+    for r in sizes:
+        print(f"  {r['config']:40s} {r['file_bytes']:>9,d} B  {r['ratio']:5.1f}x smaller")
+    result.update({"sizes": sizes, "not_covered": uncovered, "sizes_commit": git_commit()})
+    write_text_atomic(out, json.dumps(result, indent=1))  # (as the whole benchmark writes it)
+    print(f"wrote the sizes of {out} (timings kept)")
     return 0
 
 

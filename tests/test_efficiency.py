@@ -85,3 +85,13 @@ def test_packed_sizes_come_from_real_exports():
     # 1 bit a weight (rows padded to 64 bits), no scale: just under 32x; 2 bit-planes and a scale: just under 16x
     assert 30 < bnn["binary"]["ratio"] < 32 and set(bnn) <= {"binary", "float"}
     assert 15 < twn["ternary"]["ratio"] < 16
+
+
+def test_sizes_only_refuses_a_file_that_is_not_a_benchmark(tmp_path, capsys):
+    from benchmarks.engine import main as bench_main
+
+    (tmp_path / "engine.json").write_text('{"gemm": []}')
+    assert bench_main(["--sizes-only", "--out", str(tmp_path / "engine.json")]) == 2
+    assert bench_main(["--sizes-only", "--out", str(tmp_path / "missing.json")]) == 2
+    assert "not a benchmark file" in capsys.readouterr().err
+    assert (tmp_path / "engine.json").read_text() == '{"gemm": []}'  # nothing replaced
