@@ -5,7 +5,9 @@
 (a) GEMM level: the compiled binary GEMM (``engine.kernels``, XNOR + popcount on packed bits, int32 out) against
     ``torch.mm`` in float32 on the same M x N x K, at the im2col shapes of LeNet-5 (conv2, fc1; batch 100), VGG-small
     (the paper's 128-256-512-1024 widths, batch 100), AlexNet (conv2-5, fc6-7; batch 1 and 100) and 4096^3, on each
-    thread count.
+    thread count. Both write into a preallocated C (``out=``), as BLAS benchmarks time a GEMM: a fresh output of
+    64 MiB (4096^2 int32) is mapped anew by the allocator on every call, and its page faults (~40 ms here) would
+    be timed as the GEMM's.
 (b) The machine's ideal: peak binary MAC/s (1 binary MAC = 1 bit of XOR + popcount) from the vector popcount's
     throughput against peak float32 MAC/s from the FMA units' throughput, at the clock of /proc/cpuinfo (or --ghz);
     the assumptions are printed and written with the numbers.
@@ -155,11 +157,12 @@ def bench_gemms(shapes, threads: list[int], repeats: int, big_repeats: int) -> l
             b &= pm
         xf = torch.randn(m, k, generator=g)
         wf = torch.randn(n, k, generator=g)
+        cb, cf = torch.empty(m, n, dtype=torch.int32), torch.empty(m, n)
         reps = big_repeats if m * n * k > 2e10 else repeats
         for t in threads:
             torch.set_num_threads(t)
-            med = side_by_side({"binary": lambda: kernels.binary_gemm(a, b, k),
-                                "float": lambda: torch.mm(xf, wf.t())}, reps)
+            med = side_by_side({"binary": lambda: kernels.binary_gemm(a, b, k, out=cb),
+                                "float": lambda: torch.mm(xf, wf.t(), out=cf)}, reps)
             macs = m * n * k
             rows.append({"layer": name, "M": m, "N": n, "K": k, "threads": t, "repeats": reps,
                          "binary_s": med["binary"], "float32_s": med["float"],
@@ -285,7 +288,8 @@ def _op_kind(spec: dict) -> str:
         if spec["input"]["kind"] == "fixed" and spec["weight"]["kind"] == "fixed" and not spec.get("act_scale"):
             return "fixed-point layers (integer GEMM)"
         return "real-input layers (float GEMM)"
-    return {"maxpool": "pooling", "batchnorm": "batch norm", "sign": "sign"}.get(spec["op"], "other ops")
+    return {"maxpool": "pooling", "batchnorm": "batch norm", "sign": "sign",
+            "threshold": "batch norm + sign (float thresholds)"}.get(spec["op"], "other ops")
 
 
 def op_profile(eng, x: torch.Tensor, rounds: int = 3) -> dict[str, float]:
@@ -355,6 +359,21 @@ def bench_nets(threads: list[int], batches: list[int], repeats: int) -> list[dic
 
 # ------------------------------------------------------------------------------------------------ main
 
+def keep_freed_memory() -> str:
+    """Have glibc's allocator keep freed buffers for reuse (mmap and trim thresholds at 1 GiB), as a long-running
+    server's allocator holds on to them: otherwise each buffer above its (adaptive) threshold is mapped anew on
+    every call and its page faults are timed as the computation's, for both sides (e.g. ~40 ms for a 64 MiB GEMM
+    output here, and a run-to-run spread of 2x on whole networks). Returns what was done, for the result file."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        ok = libc.mallopt(-3, 1 << 30) == 1 and libc.mallopt(-1, 1 << 30) == 1  # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        ok = False
+    return "glibc: freed memory kept (mmap and trim thresholds 1 GiB)" if ok else "default allocator settings"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.engine", description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer shapes and repeats (< 60 s)")
@@ -372,6 +391,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from engine import kernels
 
+    allocator = keep_freed_memory()
     if kernels.ext() is None:
         print("the engine's kernel is not built here (LOWBIT_KERNELS=0 or no compiler): nothing to measure")
         return 1
@@ -465,12 +485,14 @@ def main(argv: list[str] | None = None) -> int:
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    result = {"cpu": cpu, "isa": isa, "torch": torch.__version__,
-              "threads": threads, "repeats": repeats, "quick": args.quick, "gemm": gemms, "ideal": ide,
+    result = {"cpu": cpu, "isa": isa, "torch": torch.__version__, "threads": threads, "repeats": repeats,
+              "allocator": allocator, "quick": args.quick, "gemm": gemms, "ideal": ide,
               "networks": nets, "sizes": sizes, "not_covered": uncovered, "targets": verdicts,
               "seconds": time.perf_counter() - started,
               "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None}
-    out.write_text(json.dumps(result, indent=1))
+    from common.results import write_text_atomic
+
+    write_text_atomic(out, json.dumps(result, indent=1))
     print(f"\nwrote {out} ({result['seconds']:.0f} s; load average {result['load_average']})")
     return 0
 

@@ -32,13 +32,22 @@ file described in ``engine.fileformat``. The network is walked in order; support
 
 **Folding** (``engine.fold``): a layer with binary inputs and binary weights (any alpha) followed by [BatchNorm]
 and a sign activation is stored as one op whose output is bits: per output channel an int32 threshold T and a
-direction, computed by evaluating the float32 BN on every possible integer accumulator. Anything else is an error
-naming the module (``UserError``), never a silently different network.
+direction, computed by evaluating the float32 BN on every possible integer accumulator. A ``MaxPool2d`` between a
+binary convolution and its [BatchNorm +] sign (VGG-small's conv -> pool -> BN -> sign) is folded in too, as the
+op's ``pool``: k -> k * alpha * H + bias is non-decreasing (alpha >= 0, checked), so it commutes with the max, and
+the pooled decision is the OR of the window's threshold bits (direction +1: max k >= T) or their AND (direction
+-1: max k <= T, i.e. not any k >= T + 1), with the padded taps left out as torch's -inf padding leaves them.
+A BatchNorm + sign on real values (after a first layer, whose output is real) is one ``threshold`` op: per channel
+a float32 threshold and a direction, found by bisection over the float32 values with the same evaluation of
+torch's BN (``fold.float_sign_thresholds``). Anything else is an error naming the module (``UserError``), never a
+silently different network.
 
 Layer ops in the header (``layers``), each with ``covers`` (the module names it replaces) and ``arrays`` (field ->
 array name): ``conv`` / ``linear`` (``input``: {kind: real|bits|sign|fixed, H, wl, fl, span}, ``weight``: {kind:
 float|binary|ternary|fixed, scale: none|layer|filter, fl}, ``bias``, ``bias_inside`` (torch adds it inside the GEMM),
-``act_scale`` (XNOR's K), ``output``: real|bits, ``out_H``, shapes), ``batchnorm``, ``sign`` (H), ``maxpool``,
+``act_scale`` (XNOR's K), ``output``: real|bits, ``out_H``, ``pool`` (a folded max pooling, as ``maxpool``'s
+fields), shapes), ``batchnorm``, ``threshold`` (BN + sign of real values: H; arrays ``threshold`` float32,
+``direction``), ``sign`` (H), ``maxpool``,
 ``relu``, ``hardtanh``, ``flatten``.
 """
 from __future__ import annotations
@@ -243,6 +252,12 @@ def _binary_path(spec: dict) -> bool:
     return spec["input"]["kind"] in ("bits", "sign") and spec["weight"]["kind"] == "binary"
 
 
+def _pool_spec(m: nn.MaxPool2d) -> dict:
+    as2 = lambda v: list(v) if isinstance(v, (tuple, list)) else [v, v]  # noqa: E731
+    return {"kernel": as2(m.kernel_size), "stride": as2(m.stride),
+            "padding": as2(m.padding), "dilation": as2(m.dilation), "ceil_mode": bool(m.ceil_mode)}
+
+
 def _is_bn(m: nn.Module) -> bool:
     return isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) and m.running_mean is not None
 
@@ -259,17 +274,21 @@ def build(net: nn.Module) -> Packed:
             spec, arrays = _layer(name, m, state)
             j, bn = i + 1, None
             if _binary_path(spec) and not spec["act_scale"]:
+                scale = _int_scale(spec, arrays.get("alpha"), spec["input"]["H"])
+                pool = None
+                if (spec["op"] == "conv" and j < len(mods) and isinstance(mods[j][1], nn.MaxPool2d)
+                        and (scale is None or bool((scale >= 0).all()))):
+                    pool, j = _pool_spec(mods[j][1]), j + 1  # (max commutes with k -> k * scale + bias)
                 if j < len(mods) and _is_bn(mods[j][1]):
                     bn, j = mods[j][1], j + 1
                 act = _activation_kind(mods[j][1]) if j < len(mods) else None
                 if act is not None and act[0] == "sign":
-                    h_in = spec["input"]["H"]
-                    alpha = arrays.get("alpha")
-                    T, d = fold.sign_thresholds(spec["weight"]["fan_in"], spec["out_ch"],
-                                                _int_scale(spec, alpha, h_in), arrays["bias"], bn,
+                    T, d = fold.sign_thresholds(spec["weight"]["fan_in"], spec["out_ch"], scale, arrays["bias"], bn,
                                                 spec["op"] == "conv", f"engine export: {name}")
                     spec.update(output="bits", out_H=act[1], covers=[n for n, _ in mods[i:j + 1]],
                                 folded_bn=bn is not None)
+                    if pool is not None:
+                        spec["pool"] = pool
                     arrays.update(threshold=T, direction=d)
                     w.add(spec, **arrays)
                     state = {"kind": "bits", "H": act[1]}
@@ -277,6 +296,12 @@ def build(net: nn.Module) -> Packed:
                     continue
             w.add(spec, **arrays)
             state = {"kind": "real"}
+        elif _is_bn(m) and i + 1 < len(mods) and (_activation_kind(mods[i + 1][1]) or ("",))[0] == "sign":
+            H = _activation_kind(mods[i + 1][1])[1]  # BN + sign of real values: float32 thresholds
+            t, d = fold.float_sign_thresholds(m, isinstance(m, nn.BatchNorm2d), f"engine export: {name}")
+            w.add({"op": "threshold", "name": name, "covers": [name, mods[i + 1][0]], "H": H}, threshold=t, direction=d)
+            state = {"kind": "bits", "H": H}
+            i += 1
         elif _is_bn(m):
             w.add({"op": "batchnorm", "name": name, "covers": [name], "eps": float(m.eps), "affine": m.affine},
                   mean=_f32(m.running_mean), var=_f32(m.running_var), weight=_f32(m.weight), bias=_f32(m.bias))
@@ -287,10 +312,7 @@ def build(net: nn.Module) -> Packed:
                 w.add({"op": "sign", "name": name, "covers": [name], "H": H})
                 state = {"kind": "bits", "H": H}
         elif isinstance(m, nn.MaxPool2d):
-            as2 = lambda v: list(v) if isinstance(v, (tuple, list)) else [v, v]  # noqa: E731
-            w.add({"op": "maxpool", "name": name, "covers": [name], "kernel": as2(m.kernel_size),
-                   "stride": as2(m.stride), "padding": as2(m.padding), "dilation": as2(m.dilation),
-                   "ceil_mode": bool(m.ceil_mode)})
+            w.add({"op": "maxpool", "name": name, "covers": [name], **_pool_spec(m)})
         elif isinstance(m, nn.Flatten):
             w.add({"op": "flatten", "name": name, "covers": [name], "start": m.start_dim, "end": m.end_dim})
         elif isinstance(m, nn.ReLU):

@@ -1,12 +1,12 @@
 """The packed model file: a small versioned header, then raw little-endian arrays. Nothing in it is executable and
 nothing is unpickled: it is read with ``struct``, ``json`` and ``numpy.frombuffer`` only.
 
-Layout (version 1)::
+Layout (version 2; version 1 is the same without folded poolings and float thresholds)::
 
     offset  size  field
     0       8     magic  b"\\x89LBPACK\\n"  (a non-ASCII first byte and a newline, as PNG does, so that a text
                   transfer or a file of another kind is caught at once)
-    8       4     format version, uint32 little-endian (1)
+    8       4     format version, uint32 little-endian (2)
     12      4     header length H in bytes, uint32 little-endian
     16      4     CRC-32 of the header bytes, uint32 little-endian
     20      H     header: UTF-8 JSON object (below)
@@ -15,7 +15,7 @@ Layout (version 1)::
 
 The file ends exactly at D + S. Header::
 
-    {"format": "lowbit-repro packed network", "version": 1,
+    {"format": "lowbit-repro packed network", "version": 2,
      "meta": {...},                      # what the exporter was given: config name, in_shape, num_classes, ...
      "layers": [{"op": ..., ...}, ...],  # see engine.export for the ops; arrays are named by "key" entries
      "arrays": {name: {"dtype": "uint8|int8|int16|int32|float32", "shape": [...], "offset": int}},
@@ -37,7 +37,9 @@ import numpy as np
 from common.errors import UserError
 
 MAGIC = b"\x89LBPACK\n"
-VERSION = 1
+VERSION = 2  # 2: a max pooling folded into binary convolutions ("pool"), BN + sign of real values as
+# "threshold" ops; version 1 files (neither) are read too
+READS = (1, 2)
 FORMAT_NAME = "lowbit-repro packed network"
 ALIGN = 64
 _PREFIX = struct.Struct("<8sIII")  # magic, version, header length, header crc32
@@ -105,8 +107,9 @@ def read(path: Path) -> Packed:
     if len(buf) < _PREFIX.size:
         raise bad(f"truncated: {len(buf)} bytes, shorter than the {_PREFIX.size}-byte prefix")
     _, version, hlen, hcrc = _PREFIX.unpack_from(buf)
-    if version != VERSION:
-        raise bad(f"format version {version}; this engine reads version {VERSION} (re-export it with this suite)")
+    if version not in READS:
+        raise bad(f"format version {version}; this engine reads versions {', '.join(map(str, READS))} (re-export it "
+                  "with this suite)")
     start = _PREFIX.size
     if len(buf) < start + hlen:
         raise bad(f"truncated: {len(buf)} bytes, the header alone needs {start + hlen}")
@@ -117,7 +120,7 @@ def read(path: Path) -> Packed:
         header = json.loads(hbytes.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise bad("corrupt header (not JSON)") from None
-    if not isinstance(header, dict) or header.get("format") != FORMAT_NAME or header.get("version") != VERSION:
+    if not isinstance(header, dict) or header.get("format") != FORMAT_NAME or header.get("version") != version:
         raise bad("corrupt header (not this format's)")
     data_at = _align(start + hlen)
     size = header.get("data_bytes")

@@ -84,3 +84,59 @@ def apply_thresholds(k: torch.Tensor, T: torch.Tensor, d: torch.Tensor) -> torch
     shape = [1, -1] + [1] * (k.dim() - 2)
     T, up = T.view(shape), (d > 0).view(shape)
     return torch.where(up, k >= T, k <= T)
+
+
+# ------------------------------------------------------------------------------------------------ real inputs
+
+_INF_KEY = 0x7F800000  # the order key of +inf (float32 bits); -inf is -_INF_KEY
+
+
+def _from_key(key: torch.Tensor) -> torch.Tensor:
+    """int64 order keys -> float32: key >= 0 is the bit pattern of a non-negative float, -key that of its negative
+    (so keys are in the order of the floats; +-0 share key 0)."""
+    bits = torch.where(key >= 0, key, (-key) | 0x80000000)
+    return torch.where(bits >= 2**31, bits - 2**32, bits).to(torch.int32).view(torch.float32)
+
+
+def float_sign_thresholds(bn: nn.Module, spatial: bool, where: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel (threshold float32, direction int8) with sign(BN(y)) == +1 exactly where (y >= t if direction
+    == +1 else y <= t), for every finite float32 y: BN and sign after a layer whose output is real (a first layer).
+
+    As for the integer thresholds, torch's own float32 batch norm is evaluated (on (1, C, 1, 1) or (1, C) tensors:
+    its result for a value does not depend on where in the tensor the value sits, ``tests/test_engine.py``), and
+    y -> BN(y) is monotone per channel (a multiply by a fixed factor and an add, each correctly rounded), so the
+    sign flips once: found by bisection over the 2**32 float32 values in their order, 32 evaluations for all
+    channels at once. Constant channels (gamma = 0, or a flip beyond the finite floats) are direction +1 with
+    t = -inf (always +1) or direction -1 with t = -inf (always -1)."""
+    c = bn.num_features
+
+    def pos(key: torch.Tensor) -> torch.Tensor:
+        y = _from_key(key).view(1, c, 1, 1) if spatial else _from_key(key).view(1, c)
+        v = F.batch_norm(y, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
+        if bool(torch.isnan(v).any()):
+            raise UserError(f"{where}: batch norm gives NaN (non-finite running statistics?)")
+        return (v >= 0).view(c)
+
+    lo = torch.full((c,), -_INF_KEY + 1, dtype=torch.int64)  # -max float32
+    hi = torch.full((c,), _INF_KEY - 1, dtype=torch.int64)  # +max float32
+    at_lo, at_hi = pos(lo), pos(hi)
+    down = at_lo & ~at_hi
+    const = at_lo == at_hi
+    # bisection for the first key of the upper region, u(key) = pos(key) XOR down: u(lo) false, u(hi) true
+    lo, hi = lo - 1, hi.clone()
+    while bool((hi - lo > 1).any()):  # (at most 33 rounds; a converged channel re-evaluates a finite key)
+        mid = torch.div(lo + hi, 2, rounding_mode="floor").clamp(-_INF_KEY + 1, _INF_KEY - 1)
+        u = pos(mid) ^ down
+        hi, lo = torch.where(u, mid, hi), torch.where(u, lo, mid)
+    # increasing: +1 from hi on (y >= f(hi)); decreasing: +1 up to lo (y <= f(lo)); constant: t = -inf
+    t = torch.where(down, _from_key(lo), _from_key(hi))
+    d = torch.where(down, -1, 1).to(torch.int8)
+    t = torch.where(const, torch.tensor(float("-inf")), t)
+    d = torch.where(const, torch.where(at_lo, 1, -1).to(torch.int8), d)
+    return t, d
+
+
+def float_threshold_ge(t: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(t_ge, down) for one comparison: the bit is (y >= t_ge) XOR down (y <= t is not y >= the next float)."""
+    down = d < 0
+    return torch.where(down, torch.nextafter(t, torch.tensor(float("inf"))), t), down

@@ -22,6 +22,11 @@
 //   a time.
 //
 // Rows of C are shared out between threads with at::parallel_for (torch.get_num_threads() threads).
+//
+// Also here, the passes around the GEMM: the packed im2col rows of a binary image (im2col_pack, im2col_pack_hwc),
+// max pooling of bits (or_pool2d), and the folded BN + sign: of integer accumulators with an optional max pooling
+// after it (threshold_pool; AVX-512BW masks where the processor has them, else scalar) and of float32 values
+// (threshold_real).
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
@@ -371,8 +376,9 @@ int64_t best_isa() {
   return SCALAR;
 }
 
-// a (M, B) and b (N, B) uint8, B a multiple of 8 (whole 64-bit words), rows of k bits with 0 padding -> int32 (M, N)
-torch::Tensor binary_gemm(torch::Tensor a, torch::Tensor b, int64_t k, int64_t isa) {
+// a (M, B) and b (N, B) uint8, B a multiple of 8 (whole 64-bit words), rows of k bits with 0 padding -> int32 (M, N),
+// written into out when given (a contiguous int32 (M, N) tensor: a GEMM into an existing C, as BLAS benchmarks time it)
+torch::Tensor binary_gemm(torch::Tensor a, torch::Tensor b, int64_t k, int64_t isa, c10::optional<torch::Tensor> out) {
   TORCH_CHECK(a.device().is_cpu() && b.device().is_cpu() && a.scalar_type() == torch::kUInt8 &&
                   b.scalar_type() == torch::kUInt8 && a.dim() == 2 && b.dim() == 2,
               "binary_gemm: uint8 CPU matrices expected");
@@ -382,7 +388,11 @@ torch::Tensor binary_gemm(torch::Tensor a, torch::Tensor b, int64_t k, int64_t i
   a = a.contiguous();
   b = b.contiguous();
   const int64_t M = a.size(0), N = b.size(0), W = a.size(1) / 8;
-  auto c = torch::empty({M, N}, torch::dtype(torch::kInt32));
+  if (out)
+    TORCH_CHECK(out->device().is_cpu() && out->scalar_type() == torch::kInt32 && out->is_contiguous() &&
+                    out->dim() == 2 && out->size(0) == M && out->size(1) == N,
+                "binary_gemm: out must be a contiguous int32 (M, N) tensor");
+  auto c = out ? *out : torch::empty({M, N}, torch::dtype(torch::kInt32));
   if (M == 0 || N == 0) return c;
   if (W == 0) return c.fill_(static_cast<int32_t>(k));
   const auto* A = reinterpret_cast<const uint64_t*>(a.data_ptr<uint8_t>());
@@ -466,14 +476,15 @@ torch::Tensor im2col_pack(torch::Tensor x, int64_t kh, int64_t kw, int64_t sh, i
   return out;
 }
 
-// The same rows for channels packed per pixel: x bool (N, H, W, C) contiguous (channels last), C a multiple of 8 ->
-// uint8 (N * Ho * Wo, padded_bytes(K)), K = kh kw C in (dy, dx, c) order (the weights are packed in that order too),
-// zero padding as bit 0 (-1). Each pixel's C bits become C / 8 bytes once (8 bools to a byte by one multiply); a
-// row is then kh copies of kw * C / 8 contiguous bytes.
+// The same rows for channels packed per pixel: x bool (N, C, H, W), channels last (read in place, as the thresholds
+// give it) or contiguous, C a multiple of 8 -> uint8 (N * Ho * Wo, padded_bytes(K)), K = kh kw C in (dy, dx, c)
+// order (the weights are packed in that order too), zero padding as bit 0 (-1). Each pixel's C bits become C / 8
+// bytes once (channels last: 8 bools to a byte by one multiply; contiguous: 8 channel planes ORed in, each shifted
+// to its bit); a row is then kh copies of kw * C / 8 contiguous bytes.
 torch::Tensor im2col_pack_hwc(torch::Tensor x, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw) {
-  TORCH_CHECK(x.device().is_cpu() && x.dim() == 4 && x.scalar_type() == torch::kBool && x.is_contiguous(),
-              "im2col_pack_hwc: a contiguous bool (N, H, W, C) CPU tensor expected");
-  const int64_t N = x.size(0), H = x.size(1), Wd = x.size(2), C = x.size(3);
+  TORCH_CHECK(x.device().is_cpu() && x.dim() == 4 && x.scalar_type() == torch::kBool,
+              "im2col_pack_hwc: a bool (N, C, H, W) CPU tensor expected");
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), Wd = x.size(3);
   TORCH_CHECK(C % 8 == 0 && kh >= 1 && kw >= 1 && sh >= 1 && sw >= 1 && ph >= 0 && pw >= 0,
               "im2col_pack_hwc: bad geometry (channels must be a multiple of 8)");
   const int64_t Hp = H + 2 * ph, Wp = Wd + 2 * pw, Cb = C / 8;
@@ -481,20 +492,45 @@ torch::Tensor im2col_pack_hwc(torch::Tensor x, int64_t kh, int64_t kw, int64_t s
   const int64_t Ho = (Hp - kh) / sh + 1, Wo = (Wp - kw) / sw + 1;
   const int64_t K = kh * kw * C, words = (K + 63) / 64, rowb = kw * Cb;
   std::vector<uint8_t> img(static_cast<size_t>(N * Hp * Wp * Cb), 0);
-  const uint8_t* px = reinterpret_cast<const uint8_t*>(x.data_ptr());
   uint8_t* pimg = img.data();
-  at::parallel_for(0, N * H, 1, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      const int64_t n = r / H, y = r % H;
-      const uint8_t* src = px + r * Wd * C;
-      uint8_t* dst = pimg + ((n * Hp + y + ph) * Wp + pw) * Cb;
-      for (int64_t i = 0; i < Wd * Cb; ++i) {
-        uint64_t v;
-        std::memcpy(&v, src + 8 * i, 8);
-        dst[i] = static_cast<uint8_t>((v * 0x0102040810204080ULL) >> 56);  // byte j's bit 0 -> bit j
+  if (x.is_contiguous(at::MemoryFormat::ChannelsLast)) {
+    const uint8_t* px = reinterpret_cast<const uint8_t*>(x.data_ptr());
+    at::parallel_for(0, N * H, 1, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t n = r / H, y = r % H;
+        const uint8_t* src = px + r * Wd * C;
+        uint8_t* dst = pimg + ((n * Hp + y + ph) * Wp + pw) * Cb;
+        for (int64_t i = 0; i < Wd * Cb; ++i) {
+          uint64_t v;
+          std::memcpy(&v, src + 8 * i, 8);
+          dst[i] = static_cast<uint8_t>((v * 0x0102040810204080ULL) >> 56);  // byte j's bit 0 -> bit j
+        }
       }
-    }
-  });
+    });
+  } else {
+    x = x.contiguous();
+    const uint8_t* px = reinterpret_cast<const uint8_t*>(x.data_ptr());
+    at::parallel_for(0, N * H, 1, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t n = r / H, y = r % H;
+        uint8_t* dst = pimg + ((n * Hp + y + ph) * Wp + pw) * Cb;
+        for (int64_t cb = 0; cb < Cb; ++cb) {
+          const uint8_t* src = px + ((n * C + 8 * cb) * H + y) * Wd;  // 8 channel planes, H * Wd apart
+          int64_t i = 0;
+          for (; i + 8 <= Wd; i += 8) {  // 8 pixels: plane j's 0/1 bytes shifted to bit j, byte p = pixel i + p
+            uint64_t v = 0;
+            for (int64_t j = 0; j < 8; ++j) v |= load64(reinterpret_cast<const uint64_t*>(src + j * H * Wd + i)) << j;
+            for (int64_t b = 0; b < 8; ++b) dst[(i + b) * Cb + cb] = static_cast<uint8_t>(v >> (8 * b));
+          }
+          for (; i < Wd; ++i) {
+            uint8_t v = 0;
+            for (int64_t j = 0; j < 8; ++j) v |= static_cast<uint8_t>(src[j * H * Wd + i] << j);
+            dst[i * Cb + cb] = v;
+          }
+        }
+      }
+    });
+  }
   auto out = torch::empty({N * Ho * Wo, words * 8}, torch::dtype(torch::kUInt8));
   uint8_t* po = out.data_ptr<uint8_t>();
   const int64_t used = kh * rowb, tail = words * 8 - used;
@@ -587,11 +623,153 @@ torch::Tensor or_pool2d(torch::Tensor x, int64_t kh, int64_t kw, int64_t sh, int
   return out;
 }
 
+// ------------------------------------------------------------------------------------------------ thresholds (+ pool)
+
+// The geometry and pointers of threshold_pool (below)
+struct Taps {
+  const int32_t *k, *corr, *t;
+  const uint8_t* down;
+  int64_t H, W, O, kh, kw, sh, sw, ph, pw, Ho, Wo;
+  uint8_t* out;
+};
+
+// the window of output position (oy, ox), clipped to the image (padded taps never count)
+#define LOWBIT_WINDOW(g, oy, ox, y0, y1, x0, x1)                                                          \
+  const int64_t y0 = std::max<int64_t>((oy) * g.sh - g.ph, 0), y1 = std::min<int64_t>((oy) * g.sh - g.ph + g.kh, g.H); \
+  const int64_t x0 = std::max<int64_t>((ox) * g.sw - g.pw, 0), x1 = std::min<int64_t>((ox) * g.sw - g.pw + g.kw, g.W);
+
+// rows r0 .. r1 - 1 of (N Ho) output rows, one channel at a time
+void threshold_rows(const Taps& g, int64_t r0, int64_t r1) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t n = r / g.Ho, oy = r % g.Ho;
+    for (int64_t ox = 0; ox < g.Wo; ++ox) {
+      LOWBIT_WINDOW(g, oy, ox, y0, y1, x0, x1)
+      uint8_t* o = g.out + (r * g.Wo + ox) * g.O;
+      for (int64_t c = 0; c < g.O; ++c) {
+        uint8_t v = 0;
+        for (int64_t y = y0; y < y1; ++y)
+          for (int64_t x = x0; x < x1; ++x) {
+            const int64_t at = (y * g.W + x) * g.O + c;
+            v |= static_cast<uint8_t>(g.k[n * g.H * g.W * g.O + at] + (g.corr ? g.corr[at] : 0) >= g.t[c]);
+          }
+        o[c] = v ^ g.down[c];
+      }
+    }
+  }
+}
+
+#if LOWBIT_X86
+bool cpu_has_avx512bw() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vl");
+}
+
+// the same, 16 channels at a time: comparisons into 16-bit masks, ORed over the window, bytes out
+__attribute__((target("avx512f,avx512bw,avx512vl"))) void threshold_rows_512(const Taps& g, int64_t r0, int64_t r1) {
+  const int64_t nb = (g.O + 15) / 16;
+  std::vector<__mmask16> m(static_cast<size_t>(nb)), down(static_cast<size_t>(nb), 0);
+  for (int64_t c = 0; c < g.O; ++c)
+    if (g.down[c]) down[c / 16] = static_cast<__mmask16>(down[c / 16] | (1u << (c % 16)));
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t n = r / g.Ho, oy = r % g.Ho;
+    for (int64_t ox = 0; ox < g.Wo; ++ox) {
+      LOWBIT_WINDOW(g, oy, ox, y0, y1, x0, x1)
+      std::fill(m.begin(), m.end(), static_cast<__mmask16>(0));
+      for (int64_t y = y0; y < y1; ++y)
+        for (int64_t x = x0; x < x1; ++x) {
+          const int64_t at = (y * g.W + x) * g.O;
+          const int32_t* kk = g.k + n * g.H * g.W * g.O + at;
+          for (int64_t b = 0; b < nb; ++b) {
+            const int64_t c = 16 * b;
+            const __mmask16 lm = c + 16 <= g.O ? static_cast<__mmask16>(0xFFFF)
+                                               : static_cast<__mmask16>((1u << (g.O - c)) - 1u);
+            __m512i v = _mm512_maskz_loadu_epi32(lm, kk + c);
+            if (g.corr) v = _mm512_add_epi32(v, _mm512_maskz_loadu_epi32(lm, g.corr + at + c));
+            const __m512i tv = _mm512_maskz_loadu_epi32(lm, g.t + c);
+            m[b] = static_cast<__mmask16>(m[b] | _mm512_mask_cmpge_epi32_mask(lm, v, tv));
+          }
+        }
+      uint8_t* o = g.out + (r * g.Wo + ox) * g.O;
+      for (int64_t b = 0; b < nb; ++b) {
+        const int64_t c = 16 * b;
+        const __mmask16 lm = c + 16 <= g.O ? static_cast<__mmask16>(0xFFFF)
+                                           : static_cast<__mmask16>((1u << (g.O - c)) - 1u);
+        const __m128i bytes = _mm512_cvtepi32_epi8(_mm512_maskz_set1_epi32(static_cast<__mmask16>(m[b] ^ down[b]), 1));
+        _mm_mask_storeu_epi8(o + c, lm, bytes);
+      }
+    }
+  }
+}
+#endif
+
+// The folded BN + sign of a binary layer, and a max pooling folded after it, in one pass over the GEMM's output:
+// k int32 (N, H, W, O) contiguous (channels last), corr int32 (H, W, O) or empty (the padding correction of
+// engine/run.py, added to every image), t int32 (O), down bool (O) -> bool (N, Ho, Wo, O) contiguous:
+// out = [OR over the window's taps inside the image of (k + corr >= t)] XOR down. No pooling: a 1 x 1 window,
+// stride 1 (Ho = H, Wo = W). Ho, Wo as torch's max pooling computes them (ceil_mode included), given by the caller.
+torch::Tensor threshold_pool(torch::Tensor k, torch::Tensor corr, torch::Tensor t, torch::Tensor down, int64_t kh,
+                             int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t Ho, int64_t Wo) {
+  TORCH_CHECK(k.device().is_cpu() && k.dim() == 4 && k.scalar_type() == torch::kInt32 && k.is_contiguous(),
+              "threshold_pool: a contiguous int32 (N, H, W, O) CPU tensor expected");
+  const int64_t N = k.size(0), H = k.size(1), W = k.size(2), O = k.size(3);
+  const bool has_corr = corr.numel() > 0;
+  TORCH_CHECK(!has_corr || (corr.scalar_type() == torch::kInt32 && corr.is_contiguous() && corr.numel() == H * W * O),
+              "threshold_pool: corr must be a contiguous int32 (H, W, O) tensor or empty");
+  TORCH_CHECK(t.scalar_type() == torch::kInt32 && t.is_contiguous() && t.numel() == O &&
+                  down.scalar_type() == torch::kBool && down.is_contiguous() && down.numel() == O,
+              "threshold_pool: t int32 (O) and down bool (O) expected");
+  TORCH_CHECK(kh >= 1 && kw >= 1 && sh >= 1 && sw >= 1 && ph >= 0 && pw >= 0 && Ho >= 0 && Wo >= 0,
+              "threshold_pool: bad geometry");
+  auto out = torch::empty({N, Ho, Wo, O}, torch::dtype(torch::kBool));
+  const int32_t* pk = k.data_ptr<int32_t>();
+  const int32_t* pc = has_corr ? corr.data_ptr<int32_t>() : nullptr;
+  const int32_t* pt = t.data_ptr<int32_t>();
+  const uint8_t* pd = reinterpret_cast<const uint8_t*>(down.data_ptr());
+  uint8_t* po = reinterpret_cast<uint8_t*>(out.data_ptr());
+  const Taps g{pk, pc, pt, pd, H, W, O, kh, kw, sh, sw, ph, pw, Ho, Wo, po};
+#if LOWBIT_X86
+  if (cpu_has_avx512bw()) {
+    at::parallel_for(0, N * Ho, 1, [&](int64_t r0, int64_t r1) { threshold_rows_512(g, r0, r1); });
+    return out;
+  }
+#endif
+  at::parallel_for(0, N * Ho, 1, [&](int64_t r0, int64_t r1) { threshold_rows(g, r0, r1); });
+  return out;
+}
+
+// BN + sign of real values folded into float32 thresholds (engine/fold.py): y float32 (N, C, ...) contiguous,
+// t float32 (C), down bool (C) -> bool of y's shape, (y >= t[c]) XOR down[c], one pass, plane by plane.
+torch::Tensor threshold_real(torch::Tensor y, torch::Tensor t, torch::Tensor down) {
+  TORCH_CHECK(y.device().is_cpu() && y.dim() >= 2 && y.scalar_type() == torch::kFloat32,
+              "threshold_real: a float32 (N, C, ...) CPU tensor expected");
+  y = y.contiguous();
+  const int64_t N = y.size(0), C = y.size(1), P = y.numel() / std::max<int64_t>(1, N * C);
+  TORCH_CHECK(t.scalar_type() == torch::kFloat32 && t.is_contiguous() && t.numel() == C &&
+                  down.scalar_type() == torch::kBool && down.is_contiguous() && down.numel() == C,
+              "threshold_real: t float32 (C) and down bool (C) expected");
+  auto out = torch::empty(y.sizes(), torch::dtype(torch::kBool));
+  const float* py = y.data_ptr<float>();
+  const float* pt = t.data_ptr<float>();
+  const uint8_t* pd = reinterpret_cast<const uint8_t*>(down.data_ptr());
+  uint8_t* po = reinterpret_cast<uint8_t*>(out.data_ptr());
+  at::parallel_for(0, N * C, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, P)), [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      const float tc = pt[p % C];
+      const uint8_t dc = pd[p % C];
+      const float* __restrict__ src = py + p * P;
+      uint8_t* __restrict__ dst = po + p * P;
+      for (int64_t i = 0; i < P; ++i) dst[i] = static_cast<uint8_t>(src[i] >= tc) ^ dc;
+    }
+  });
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("binary_gemm", &binary_gemm, "C = K - 2 popcount(A XOR B^T) on packed 64-bit rows, int32",
-        py::arg("a"), py::arg("b"), py::arg("k"), py::arg("isa"));
+        py::arg("a"), py::arg("b"), py::arg("k"), py::arg("isa"), py::arg("out") = py::none());
   m.def("im2col_pack", &im2col_pack, "packed im2col rows of a binary image (F.unfold order, 0 padding = -1 bits)",
         py::arg("x"), py::arg("kh"), py::arg("kw"), py::arg("sh"), py::arg("sw"), py::arg("ph"), py::arg("pw"));
   m.def("im2col_pack_hwc", &im2col_pack_hwc, "packed im2col rows, channels packed per pixel ((dy, dx, c) order)",
@@ -599,6 +777,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("or_pool2d", &or_pool2d, "max pooling of bits: the OR over each window (padding never counts)",
         py::arg("x"), py::arg("kh"), py::arg("kw"), py::arg("sh"), py::arg("sw"), py::arg("ph"), py::arg("pw"),
         py::arg("ho"), py::arg("wo"));
+  m.def("threshold_pool", &threshold_pool, "folded BN + sign thresholds, then a folded max pooling, channels last",
+        py::arg("k"), py::arg("corr"), py::arg("t"), py::arg("down"), py::arg("kh"), py::arg("kw"), py::arg("sh"),
+        py::arg("sw"), py::arg("ph"), py::arg("pw"), py::arg("ho"), py::arg("wo"));
+  m.def("threshold_real", &threshold_real, "BN + sign of real values as float32 thresholds: (y >= t) XOR down",
+        py::arg("y"), py::arg("t"), py::arg("down"));
   m.def("supported", &supported, "whether this processor runs the path (0 scalar, 1 avx2, 2 avx512_vpopcntdq)");
   m.def("best_isa", &best_isa, "the fastest path this processor runs");
 }

@@ -78,10 +78,12 @@ def isa(requested: str | None = None) -> str:
     return want
 
 
-def binary_gemm(a: torch.Tensor, b: torch.Tensor, k: int, isa_name: str | None = None) -> torch.Tensor:
+def binary_gemm(a: torch.Tensor, b: torch.Tensor, k: int, isa_name: str | None = None,
+                out: torch.Tensor | None = None) -> torch.Tensor:
     """uint8 (M, B) x uint8 (N, B) packed rows of k bits (B a multiple of 8, padding bits 0) -> int32 (M, N),
-    out[i, j] = k - 2 popcount(a_i XOR b_j) = the +-1 dot product."""
-    return ext().binary_gemm(a, b, int(k), ISAS.index(isa(isa_name)))
+    out[i, j] = k - 2 popcount(a_i XOR b_j) = the +-1 dot product; written into ``out`` (contiguous int32 (M, N))
+    when given."""
+    return ext().binary_gemm(a, b, int(k), ISAS.index(isa(isa_name)), out)
 
 
 def im2col_pack(bits: torch.Tensor, kernel, stride, padding) -> torch.Tensor:
@@ -100,8 +102,25 @@ def or_pool2d(bits: torch.Tensor, kernel, stride, padding, out_hw) -> torch.Tens
 
 
 def im2col_pack_hwc(bits: torch.Tensor, kernel, stride, padding) -> torch.Tensor:
-    """The packed im2col rows with the channels packed per pixel: bool (N, C, H, W) with C a multiple of 8 (best
-    channels last, as the thresholds give it) -> uint8 (N Ho Wo, padded_bytes(K)), K = C kh kw in (dy, dx, c)
+    """The packed im2col rows with the channels packed per pixel: bool (N, C, H, W) with C a multiple of 8, channels
+    last (as the thresholds give it) or contiguous -> uint8 (N Ho Wo, padded_bytes(K)), K = C kh kw in (dy, dx, c)
     order, zero padding as bit 0 (-1)."""
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
-    return ext().im2col_pack_hwc(bits.permute(0, 2, 3, 1).contiguous(), kh, kw, sh, sw, ph, pw)
+    return ext().im2col_pack_hwc(bits, kh, kw, sh, sw, ph, pw)
+
+
+def threshold_pool(k: torch.Tensor, corr: torch.Tensor | None, t: torch.Tensor, down: torch.Tensor, kernel, stride,
+                   padding, out_hw) -> torch.Tensor:
+    """A binary layer's folded BN + sign and max pooling in one pass: k int32 (N, H, W, O) channels last, corr int32
+    (H, W, O) or None, t int32 (O), down bool (O) -> bool (N, Ho, Wo, O), the OR over each window's taps inside the
+    image of (k + corr >= t), XOR down (no pooling: kernel and stride 1, padding 0)."""
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    empty = torch.empty(0, dtype=torch.int32)
+    return ext().threshold_pool(k.contiguous(), empty if corr is None else corr.contiguous(), t, down, kh, kw, sh, sw,
+                                ph, pw, out_hw[0], out_hw[1])
+
+
+def threshold_real(y: torch.Tensor, t: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
+    """BN + sign of real values as thresholds, in one pass: y float32 (N, C, ...), t float32 (C), down bool (C) ->
+    bool of y's shape, (y >= t) XOR down per channel."""
+    return ext().threshold_real(y, t, down)

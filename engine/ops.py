@@ -183,14 +183,43 @@ def or_pool2d(bits: torch.Tensor, kernel_size, stride, padding, dilation, ceil_m
     torch's float max pooling of the bits."""
     from engine import kernels
 
-    as2 = lambda v: tuple(v) if isinstance(v, (tuple, list)) else (v, v)  # noqa: E731
-    k, s, p, d = as2(kernel_size), as2(stride if stride else kernel_size), as2(padding), as2(dilation)
+    k, s, p, d = _pair(kernel_size), _pair(stride if stride else kernel_size), _pair(padding), _pair(dilation)
     if kernels.ext() is not None and d == (1, 1) and bits.dim() == 4:
-        def out(size, k, s, p):  # torch's output size, ceil_mode's rule included
-            n = (size + 2 * p - k + ((s - 1) if ceil_mode else 0)) // s + 1
-            return n - 1 if ceil_mode and (n - 1) * s >= size + p else n
-        return kernels.or_pool2d(bits, k, s, p, (out(bits.shape[2], k[0], s[0], p[0]), out(bits.shape[3], k[1], s[1], p[1])))
+        return kernels.or_pool2d(bits, k, s, p, _pool_out(bits.shape[2:], k, s, p, ceil_mode))
     return torch.nn.functional.max_pool2d(bits.to(torch.float32), k, s, p, d, ceil_mode) > 0.5
+
+
+def _pair(v) -> tuple[int, int]:
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
+def _pool_out(hw, k, s, p, ceil_mode: bool) -> tuple[int, int]:
+    """torch's max pooling output size (dilation 1), ceil_mode's rule included."""
+    def out(size, k, s, p):
+        n = (size + 2 * p - k + ((s - 1) if ceil_mode else 0)) // s + 1
+        return n - 1 if ceil_mode and (n - 1) * s >= size + p else n
+    return out(hw[0], k[0], s[0], p[0]), out(hw[1], k[1], s[1], p[1])
+
+
+def threshold_bits(k: torch.Tensor, corr: torch.Tensor | None, t_ge: torch.Tensor, down: torch.Tensor,
+                   pool: dict | None = None) -> torch.Tensor:
+    """A binary layer's output bits from its integer accumulators, channels last: k int32 (N, H, W, O), corr int32
+    (H, W, O) or None (added to every image), per channel t_ge int32 and down bool -> bool (N, O, Ho, Wo), a
+    channels-last view: ``(k + corr >= t_ge) XOR down``, with ``pool`` (torch's max pooling arguments) the OR over
+    each window taken before the XOR. The compiled kernel in one pass where it is built (dilation 1), else torch."""
+    from engine import kernels
+
+    if pool is None:
+        geom = dict(kernel=(1, 1), stride=(1, 1), padding=(0, 0), out_hw=tuple(k.shape[1:3]))
+    else:
+        kk, ss, pp = _pair(pool["kernel_size"]), _pair(pool["stride"] or pool["kernel_size"]), _pair(pool["padding"])
+        geom = dict(kernel=kk, stride=ss, padding=pp, out_hw=_pool_out(k.shape[1:3], kk, ss, pp, pool["ceil_mode"]))
+    if kernels.ext() is not None and (pool is None or _pair(pool["dilation"]) == (1, 1)):
+        return kernels.threshold_pool(k, corr, t_ge, down, **geom).permute(0, 3, 1, 2)
+    bits = ((k if corr is None else k + corr) >= t_ge).permute(0, 3, 1, 2)
+    if pool is not None:
+        bits = or_pool2d(bits, **pool)
+    return (bits.permute(0, 2, 3, 1) ^ down).permute(0, 3, 1, 2)
 
 
 def hwc_available() -> bool:
@@ -205,3 +234,14 @@ def im2col_pack_hwc(bits: torch.Tensor, kernel, stride, padding) -> torch.Tensor
     from engine import kernels
 
     return kernels.im2col_pack_hwc(bits, kernel, stride, padding)
+
+
+def threshold_real(y: torch.Tensor, t_ge: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
+    """The bits of BN + sign of real values folded into thresholds: y float32 (N, C, ...), per channel t_ge float32
+    and down bool -> bool, ``(y >= t_ge) XOR down``. The compiled kernel in one pass where it is built, else torch."""
+    from engine import kernels
+
+    if kernels.ext() is not None and y.dtype == torch.float32:
+        return kernels.threshold_real(y, t_ge, down)
+    shape = [1, -1] + [1] * (y.dim() - 2)
+    return (y >= t_ge.view(shape)) ^ down.view(shape)

@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from common.errors import UserError
 from engine import ops
 from engine.fileformat import Packed, read
-from engine.fold import int_to_real
+from engine.fold import float_threshold_ge, int_to_real
 
 
 class _Bits:
@@ -67,6 +67,12 @@ def _real(a) -> torch.Tensor:
     return a.real() if isinstance(a, _Bits) else a
 
 
+def _pool_args(spec: dict) -> dict:
+    """A max pooling's fields in the file -> the arguments of torch's max pooling (and ``ops.or_pool2d``)."""
+    return dict(kernel_size=spec["kernel"], stride=spec["stride"], padding=spec["padding"],
+                dilation=spec["dilation"], ceil_mode=spec["ceil_mode"])
+
+
 def _t(a: np.ndarray | None) -> torch.Tensor | None:
     return None if a is None else torch.from_numpy(np.array(a))  # a writable copy, native byte order
 
@@ -84,9 +90,10 @@ class _Layer:
         self.alpha = arrays.get("alpha") if w["scale"] != "none" else None
         self.packed = arrays.get("weight") if self.kind == "binary" else None
         self.T, self.dir = arrays.get("threshold"), arrays.get("direction")
-        if self.T is not None:  # (the thresholds' comparison, channels last: see _thresholds_last)
-            self._d32 = self.dir.to(torch.int32)
-            self._dT = self._d32 * self.T.to(torch.int32)
+        self.pool = spec.get("pool")
+        if self.T is not None:  # bit = (k >= T) where the direction is +1, k <= T = not (k >= T + 1) where -1
+            self._down = self.dir < 0
+            self._T_ge = torch.where(self._down, self.T + 1, self.T).to(torch.int32)
         if self.kind == "float":
             self.w_real = arrays["weight"]
         elif self.kind == "binary":
@@ -122,10 +129,19 @@ class _Layer:
             return F.conv2d(x, w, bias, s["stride"], s["padding"])
         return F.linear(x, w, bias)
 
-    def _thresholds_last(self, k: torch.Tensor) -> torch.Tensor:
-        """``engine.fold.apply_thresholds`` with the channels last: k >= T where the direction is +1, k <= T (i.e.
-        -k >= -T) where it is -1, as one product and one comparison."""
-        return (k * self._d32) >= self._dT
+    def _thresholds_last(self, k: torch.Tensor, hw: tuple[int, int] | None = None,
+                         corr: torch.Tensor | None = None) -> torch.Tensor:
+        """``engine.fold.apply_thresholds`` with the channels last (``ops.threshold_bits``), on k (N, H W, O) of a
+        convolution (``hw`` its output size, ``corr`` its padding correction) or (N, O) of a linear layer: (k >=
+        T) XOR down, where a direction -1 channel compares with T + 1 (k <= T is not k >= T + 1). A folded max
+        pooling pools the comparison's bits before the XOR: an OR (max k >= T) for direction +1, an AND (max k <= T:
+        not any k >= T + 1) for -1. Returns bool (N, O, Ho, Wo) (a channels-last view), or (N, O)."""
+        if hw is None:
+            return ops.threshold_bits(k.view(-1, 1, 1, self.o), None, self._T_ge, self._down).reshape(-1, self.o)
+        pool = _pool_args(self.pool) if self.pool is not None else None
+        return ops.threshold_bits(k.view(-1, hw[0], hw[1], self.o),
+                                  None if corr is None else corr.view(hw[0], hw[1], self.o), self._T_ge, self._down,
+                                  pool)
 
     def _pad_correction(self, hw: tuple[int, int]) -> torch.Tensor | None:
         """sum of w_i over the padded taps of each output position, (Ho Wo, O) int32, channels last as the GEMM's
@@ -169,10 +185,10 @@ class _Layer:
                 a, wp = ops.im2col_pack(x, s["kernel"], s["stride"], s["padding"]), self.packed
             k = ops.binary_gemm(a, wp, self.k).view(n, L, self.o)  # channels last, as the GEMM gives them
             corr = self._pad_correction((h, w))
+            if self.spec["output"] == "bits":  # threshold (and pool) channels-last, an NCHW view of the bits
+                return _Bits(self._thresholds_last(k, (ho, wo), corr), self.spec["out_H"])
             if corr is not None:
                 k += corr
-            if self.spec["output"] == "bits":  # threshold channels-last, then an NCHW view of the bits
-                return _Bits(self._thresholds_last(k).view(n, ho, wo, self.o).permute(0, 3, 1, 2), self.spec["out_H"])
             k = k.view(n, ho, wo, self.o).permute(0, 3, 1, 2)
         else:
             k = ops.binary_gemm(ops.pack_bits(x.reshape(n, self.k)), self.packed, self.k)
@@ -250,12 +266,15 @@ class Engine:
         if op == "batchnorm":
             mean, var, w, b, eps = arr["mean"], arr["var"], arr.get("weight"), arr.get("bias"), spec["eps"]
             return lambda a: F.batch_norm(_real(a), mean, var, w, b, False, 0.0, eps)
+        if op == "threshold":  # BN + sign of real values: (y >= t_ge) XOR down per channel
+            t_ge, down, H = *float_threshold_ge(arr["threshold"], arr["direction"]), spec["H"]
+
+            return lambda a: _Bits(ops.threshold_real(_real(a), t_ge, down), H)
         if op == "sign":
             H = spec["H"]
             return lambda a: _Bits(a.bits, H) if isinstance(a, _Bits) else _Bits(a >= 0, H)
         if op == "maxpool":
-            kw = dict(kernel_size=spec["kernel"], stride=spec["stride"], padding=spec["padding"],
-                      dilation=spec["dilation"], ceil_mode=spec["ceil_mode"])
+            kw = _pool_args(spec)
 
             def pool(a):
                 if isinstance(a, _Bits):  # max of +-H values: the OR of the bits (padding never counts)
@@ -298,12 +317,16 @@ class Engine:
             if spec["op"] in ("conv", "linear"):
                 w, i = spec["weight"], spec["input"]["kind"]
                 binary = i in ("bits", "sign") and w["kind"] == "binary"
-                how = ("xnor-popcount integer GEMM" + (" + folded BN/sign thresholds" if spec["output"] == "bits"
-                                                       else " -> float32")) if binary else \
+                out = " + folded BN/sign thresholds" if spec["output"] == "bits" else " -> float32"
+                if spec.get("pool"):
+                    out += " + max pooling of the threshold bits (OR / AND)"
+                how = ("xnor-popcount integer GEMM" + out) if binary else \
                     ("integer GEMM (fixed x fixed)" if i == "fixed" and w["kind"] == "fixed" else
                      f"float GEMM ({w['kind']} weights{', x alpha' if w['scale'] != 'none' else ''})")
                 lines.append(f"{'+'.join(spec['covers'])}: {spec['op']} {spec['in_ch']}->{spec['out_ch']}, "
                              f"input {i}, weights {w['kind']}/{w['scale']}: {how}")
+            elif spec["op"] == "threshold":
+                lines.append(f"{'+'.join(spec['covers'])}: batch norm + sign folded into float32 thresholds")
             else:
                 lines.append(f"{'+'.join(spec['covers'])}: {spec['op']}")
         return lines

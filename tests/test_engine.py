@@ -163,6 +163,45 @@ def test_thresholds_reproduce_bn_sign_exactly(spatial):
         assert int(d[1]) == -1 or bool(want[:, 1].all() | (~want[:, 1]).all())
 
 
+@pytest.mark.parametrize("spatial", [False, True])
+def test_float_thresholds_reproduce_bn_sign_of_real_values_exactly(spatial):
+    """BN + sign of real values as (y >= t) / (y <= t): exact on random values and on the floats next to each
+    threshold, with gamma < 0, gamma == 0 and a flip beyond the finite floats."""
+    from engine.fold import float_sign_thresholds, float_threshold_ge
+
+    g = torch.Generator().manual_seed(4)
+    c = 11
+    bn = (nn.BatchNorm2d if spatial else nn.BatchNorm1d)(c).eval()
+    randomize_bn(bn, g)
+    with torch.no_grad():
+        bn.weight[1] = -bn.weight[1].abs()
+        bn.weight[2], bn.bias[2] = 1e-30, 1.0  # +1 everywhere but at y < -1e30 / scale ~ never among finite floats
+    t, d = float_sign_thresholds(bn, spatial, "test")
+    assert t.dtype == torch.float32 and int(d[1]) == -1
+    t_ge, down = float_threshold_ge(t, d)
+    inf = torch.tensor(float("inf"))
+    near = torch.stack([t, torch.nextafter(t, inf), torch.nextafter(t, -inf)]).nan_to_num(0.0, 3e38, -3e38)
+    y = torch.cat([torch.randn(500, c, generator=g) * 10, near, torch.tensor([[0.0] * c, [-0.0] * c])])
+    y = y.view(*y.shape, 1, 1) if spatial else y
+    shape = [1, -1] + [1] * (y.dim() - 2)
+    with torch.no_grad():
+        want = bn(y) >= 0
+    assert torch.equal((y >= t_ge.view(shape)) ^ down.view(shape), want)
+
+
+def test_batch_norm_of_a_value_does_not_depend_on_its_place():
+    """The folds evaluate torch's batch norm on (1, C, 1, 1) tensors; the network runs it on (N, C, H, W) ones
+    (odd planes: the vector loop's tail too): the same float32 function of each value."""
+    g = torch.Generator().manual_seed(6)
+    bn = nn.BatchNorm2d(13).eval()
+    randomize_bn(bn, g)
+    for h, w in ((13, 13), (32, 32), (5, 3)):
+        y = torch.randn(7, 13, h, w, generator=g) * 10
+        with torch.no_grad():
+            one = bn(y.permute(0, 2, 3, 1).reshape(-1, 13, 1, 1)).view(7, h, w, 13).permute(0, 3, 1, 2)
+            assert torch.equal(bn(y), one)
+
+
 # ------------------------------------------------------------------------------------------------ random layers
 
 def tiny_binary_net(pad: int, stride: int, bias: bool, weight: str, g: torch.Generator) -> nn.Sequential:
@@ -197,6 +236,48 @@ def test_random_binary_layers_agree(tmp_path, pad, stride, batch, bias, weight):
     assert any("popcount" in line and "thresholds" in line for line in eng.describe())
     for _ in range(3):
         check_agrees(net, eng, torch.randn(batch, 3, 13, 13, generator=g))
+
+
+@pytest.mark.parametrize("pool,weight", [
+    (dict(kernel_size=2), "sign"), (dict(kernel_size=3, stride=2, padding=1), "scaled_sign"),
+    (dict(kernel_size=2, stride=2, ceil_mode=True), "sign"), (dict(kernel_size=3, stride=1), "scaled_sign")])
+def test_max_pooling_between_a_binary_conv_and_its_sign_is_folded(tmp_path, pool, weight):
+    """conv -> max pool -> [BN] -> sign as one op: threshold bits pooled by OR (gamma > 0) or AND (gamma < 0),
+    odd sizes (13x13, ceil mode, padded windows), some gamma < 0 and one gamma == 0 per BN."""
+    g = torch.Generator().manual_seed(len(pool) + (weight == "sign"))
+    wq = (lambda: Sign()) if weight == "sign" else (lambda: ScaledSign(per="filter"))
+    convs = nn.Sequential(
+        QConv2d(3, 5, 3, padding=1, weight=wq()), nn.BatchNorm2d(5), Sign(ste="htanh"),
+        QConv2d(5, 7, 3, padding=1, weight=wq()), nn.MaxPool2d(**pool), nn.BatchNorm2d(7), Sign(ste="htanh"),
+        QConv2d(7, 9, 3, padding=1, bias=True, weight=wq()), nn.MaxPool2d(**pool), Sign(ste="htanh"), nn.Flatten())
+    n = convs(torch.zeros(1, 3, 13, 13)).shape[1]
+    net = nn.Sequential(*convs, QLinear(n, 4, weight=wq()))
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, (QConv2d, QLinear)):
+                m.weight.uniform_(-1, 1, generator=g)
+                if m.bias is not None:
+                    m.bias.uniform_(-3, 3, generator=g)
+    randomize_bn(net, g)
+    net.eval()
+    export(net, tmp_path / "p.lbp")
+    eng = Engine(tmp_path / "p.lbp")
+    assert sum("max pooling of the threshold bits" in line for line in eng.describe()) == 2
+    assert not any(spec["op"] == "maxpool" for spec, _ in eng.ops)
+    for batch in (1, 5):
+        check_agrees(net, eng, torch.randn(batch, 3, 13, 13, generator=g))
+
+
+def test_files_of_format_version_1_are_read(tmp_path, monkeypatch):
+    """Version 2 added the folded pooling; a version 1 file (none) reads and runs the same."""
+    from engine import fileformat
+
+    net = tiny_binary_net(1, 1, False, "sign", torch.Generator().manual_seed(9))
+    monkeypatch.setattr(fileformat, "VERSION", 1)
+    export(net, tmp_path / "v1.lbp")
+    monkeypatch.undo()
+    assert int.from_bytes((tmp_path / "v1.lbp").read_bytes()[8:12], "little") == 1
+    check_agrees(net, Engine(tmp_path / "v1.lbp"), torch.randn(3, 3, 13, 13))
 
 
 def test_fixed_point_layer_integer_arithmetic(tmp_path):
@@ -247,7 +328,9 @@ def test_shared_setting_nets_agree(tmp_path, paper, name):
     for n in (1, 64):
         check_agrees(model.model, eng, torch.rand(n, 1, 28, 28, generator=g), tol)
     if paper in ("bnn", "xnor") and name != "mnist_lenet5_bwn":
-        assert sum("thresholds" in line for line in eng.describe()) == 2  # conv2 and fc1: popcount + folded BN
+        lines = eng.describe()
+        assert sum("popcount" in line and "thresholds" in line for line in lines) == 2  # conv2, fc1: + folded BN
+        assert sum("float32 thresholds" in line for line in lines) == 1  # conv1's BN + sign
 
 
 def test_export_checkpoint(tmp_path):
@@ -287,8 +370,8 @@ def test_bad_files_are_one_line_user_errors(tmp_path, good_file):
     for cut in (3, 12, 40, len(raw) // 2, len(raw) - 1):
         bad.write_bytes(raw[:cut])
         _one_line_error(bad, "truncated" if cut >= len(MAGIC) or MAGIC.startswith(raw[:cut]) else "magic")
-    bad.write_bytes(raw[:8] + (2).to_bytes(4, "little") + raw[12:])
-    _one_line_error(bad, "version 2")
+    bad.write_bytes(raw[:8] + (7).to_bytes(4, "little") + raw[12:])
+    _one_line_error(bad, "version 7")
     bad.write_bytes(b"XXXXXXXX" + raw[8:])
     _one_line_error(bad, "magic")
     bad.write_bytes(b"PK\x03\x04 a zip, or a pickled torch file, is not ours")

@@ -62,6 +62,16 @@ def test_kernel_exact_on_every_path(isa):
         torch.set_num_threads(saved)
 
 
+def test_kernel_writes_into_a_given_output():
+    g = torch.Generator().manual_seed(4)
+    a, b = torch.rand(19, 130, generator=g) < 0.5, torch.rand(11, 130, generator=g) < 0.5
+    out = torch.full((19, 11), 7, dtype=torch.int32)
+    got = kernels.binary_gemm(ops.pack_bits(a), ops.pack_bits(b), 130, out=out)
+    assert got.data_ptr() == out.data_ptr() and torch.equal(out.long(), reference(a, b))
+    with pytest.raises(RuntimeError, match="out must be"):
+        kernels.binary_gemm(ops.pack_bits(a), ops.pack_bits(b), 130, out=torch.empty(19, 11))
+
+
 def test_kernel_empty_and_zero_k():
     for m, n in ((0, 5), (5, 0), (0, 0)):
         assert kernels.binary_gemm(torch.zeros(m, 8, dtype=torch.uint8), torch.zeros(n, 8, dtype=torch.uint8),
@@ -215,3 +225,49 @@ def test_channels_packed_per_pixel_give_the_same_network(tmp_path, monkeypatch, 
     plain = Engine(tmp_path / "m.lbp")
     assert all(getattr(op, "packed_hwc", None) is None for _, op in plain.ops)
     assert torch.equal(plain(x), eng(x))
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_thresholds_and_folded_pooling_of_the_accumulators(monkeypatch, compiled):
+    """``ops.threshold_bits`` (the compiled one-pass kernel, and the torch path): (k + corr >= t) XOR down, the OR
+    over each pooling window (padding never counting, ceil mode) taken before the XOR, for odd channel counts; equal
+    to torch's max pooling of the +-1 comparison."""
+    import itertools
+
+    import torch.nn.functional as F
+
+    if not compiled:
+        monkeypatch.setattr(kernels, "ext", lambda: None)
+    g = torch.Generator().manual_seed(21)
+    for (h, w, o), pool, with_corr in itertools.product(
+            [(5, 7, 3), (8, 8, 32), (13, 11, 9)],
+            [None, dict(kernel_size=2, stride=2, padding=0, dilation=1, ceil_mode=False),
+             dict(kernel_size=3, stride=2, padding=1, dilation=1, ceil_mode=True),
+             dict(kernel_size=(3, 2), stride=(1, 2), padding=(1, 0), dilation=1, ceil_mode=False)], [False, True]):
+        k = torch.randint(-20, 21, (2, h, w, o), generator=g, dtype=torch.int32)
+        corr = torch.randint(-3, 4, (h, w, o), generator=g, dtype=torch.int32) if with_corr else None
+        t = torch.randint(-15, 16, (o,), generator=g, dtype=torch.int32)
+        down = torch.rand(o, generator=g) < 0.5
+        ge = ((k if corr is None else k + corr) >= t).permute(0, 3, 1, 2)
+        if pool is not None:
+            ge = F.max_pool2d(ops.pm1(ge), **pool) > 0
+        want = ge ^ down.view(1, -1, 1, 1)
+        got = ops.threshold_bits(k, corr, t, down, pool)
+        assert got.shape == want.shape and torch.equal(got, want), (h, w, o, pool, with_corr)
+
+
+def test_thresholds_of_real_values_compiled_and_torch_agree(monkeypatch):
+    """``ops.threshold_real``: (y >= t) XOR down per channel, on (N, C, H, W) and (N, C), values on the thresholds."""
+    g = torch.Generator().manual_seed(22)
+    for shape in ((3, 5, 7, 9), (4, 13), (2, 8, 1, 1)):
+        c = shape[1]
+        t = torch.randn(c, generator=g)
+        down = torch.rand(c, generator=g) < 0.5
+        y = torch.randn(shape, generator=g)
+        y.view(shape[0], c, -1)[0, :, 0] = t  # some values exactly on their threshold
+        bshape = [1, -1] + [1] * (len(shape) - 2)
+        want = (y >= t.view(bshape)) ^ down.view(bshape)
+        assert torch.equal(ops.threshold_real(y, t, down), want), shape
+        with monkeypatch.context() as m:
+            m.setattr(kernels, "ext", lambda: None)
+            assert torch.equal(ops.threshold_real(y, t, down), want), shape
