@@ -12,12 +12,17 @@ file described in ``engine.fileformat``. The network is walked in order; support
   weight quantizer          stored as                                        arrays
   ========================  ===============================================  ==========================================
   none / ``float``          float32                                          ``weight`` (float32, torch's shape)
-  ``sign`` (H)              1 bit a weight, rows padded to 64 bits; H as      ``weight`` (uint8, (O, padded bytes)),
-                            a per-layer alpha when H != 1                     ``alpha`` (float32, (1,))
+  ``sign`` (H)              1 bit a weight, the O x K bits in one row (one    ``weight`` (uint8, (padded_bytes(O K),)),
+                            64-bit padding a layer); H as a per-layer alpha   ``alpha`` (float32, (1,))
+                            when H != 1
   ``scaled_sign`` (BWN)     1 bit a weight + alpha = mean|W| per filter/layer  ``weight``, ``alpha`` ((O,) or (1,))
-  ``ternary`` (TWN)         2 bit-planes (+1 plane, -1 plane) + alpha         ``plus``, ``minus``, ``alpha``
+  ``ternary`` (TWN)         2 bit-planes (+1 plane, -1 plane), each one row,   ``plus``, ``minus``, ``alpha``
+                            + alpha
   ``fixed`` (wl, fl)        int8 / int16 / int32 integers q, w = q 2^-fl      ``weight`` (intN, torch's shape);
-                            (wl <= 4: ``packed: nibbles``, two q + 8 a byte)  (uint8, (ceil(n / 2),))
+                            (wl <= 4: ``packed: codes``, ``width`` 2 or 4     (uint8, (ceil(n * width / 8),))
+                            bits a code, q + 2^(width-1))
+  ``uniform`` (Sung: bits,  integers q as for ``fixed``, w = q * step         ``weight`` as for ``fixed``, ``step``
+  step)                     (the step a float32, not a power of two)         (float32, (1,))
   ========================  ===============================================  ==========================================
 
   ``sign_stochastic`` is stored as what it is at test time: the real weights (``eval: real``) or ``sign``.
@@ -148,6 +153,14 @@ def _passes_through(q, qname: str | None) -> bool:
         or (qname == "dynamic_fixed" and not bool(q.initialised))
 
 
+def _pack_small_codes(spec: dict, arrays: dict, bits: int) -> None:
+    """Integer codes of 4 bits or fewer packed 2 or 4 bits each (``packed: codes``, ``width``), not a byte each."""
+    width = ops.code_width(bits)
+    if width is not None:
+        spec.update(packed="codes", width=width)
+        arrays["weight"] = ops.pack_codes(torch.from_numpy(arrays["weight"]), width)
+
+
 def _decompose_weight(name: str, m: nn.Module) -> tuple[dict, dict]:
     """The layer's weight as the simulated network uses it -> (spec, arrays), checked to reconstruct it exactly."""
     wq_mod = getattr(m, "weight_quantizer", None)
@@ -175,12 +188,12 @@ def _decompose_weight(name: str, m: nn.Module) -> tuple[dict, dict]:
         pm = ops.pm1(bits, flat.dtype)
         rec = (pm * alpha.view(-1, 1) if scale != "none" else pm).view_as(wq)
         spec = {"kind": "binary", "scale": scale}
-        arrays = {"weight": ops.pack_bits(bits), "alpha": alpha.float() if scale != "none" else None}
+        arrays = {"weight": ops.pack_bits(bits.reshape(-1)), "alpha": alpha.float() if scale != "none" else None}
     elif qname == "ternary":
         per = wq_mod.per
         alpha = flat.abs().amax(1) if per == "filter" else flat.abs().amax().view(1)
         t = torch.sign(flat).to(torch.int8)
-        plus, minus = ops.pack_ternary(t)
+        plus, minus = ops.pack_ternary(t.reshape(-1))
         rec = (t.to(flat.dtype) * alpha.view(-1, 1)).view_as(wq)
         spec = {"kind": "ternary", "scale": "filter" if per == "filter" else "layer"}
         arrays = {"plus": plus, "minus": minus, "alpha": alpha.float()}
@@ -194,9 +207,15 @@ def _decompose_weight(name: str, m: nn.Module) -> tuple[dict, dict]:
         qi = q.round().to(torch.int64).numpy().astype(dtype)
         rec = (torch.from_numpy(qi.astype(np.float64)) * 2.0**-fl).to(wq.dtype)
         spec, arrays = {"kind": "fixed", "scale": "none", "wl": wl, "fl": fl}, {"weight": qi}
-        if wl <= 4:  # 4 bits a weight, not 8: two to a byte
-            spec["packed"] = "nibbles"
-            arrays["weight"] = ops.pack_nibbles(torch.from_numpy(qi))
+        _pack_small_codes(spec, arrays, wl)
+    elif qname == "uniform":  # Sung et al.: q * step, |q| <= 2^(bits-1) - 1, a float32 step (not a power of two)
+        bits, step = int(wq_mod.bits), torch.tensor([wq_mod.step], dtype=torch.float32)
+        q = (wq / step).round()
+        dtype = np.int8 if bits <= 8 else np.int16 if bits <= 16 else np.int32
+        qi = q.to(torch.int64).numpy().astype(dtype)
+        rec = torch.from_numpy(qi).to(wq.dtype) * step
+        spec, arrays = {"kind": "uniform", "scale": "none", "bits": bits}, {"weight": qi, "step": step}
+        _pack_small_codes(spec, arrays, bits)
     else:
         raise UserError(f"engine export: {name}: weight quantizer {qname!r} is not supported by the engine yet")
     if not torch.equal(rec, wq):

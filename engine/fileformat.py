@@ -1,7 +1,7 @@
 """The packed model file: a small versioned header, then raw little-endian arrays. Nothing in it is executable and
 nothing is unpickled: it is read with ``struct``, ``json`` and ``numpy.frombuffer`` only.
 
-Layout (version 2; version 1 is the same without folded poolings and float thresholds)::
+Layout (version 2)::
 
     offset  size  field
     0       8     magic  b"\\x89LBPACK\\n"  (a non-ASCII first byte and a newline, as PNG does, so that a text
@@ -37,9 +37,7 @@ import numpy as np
 from common.errors import UserError
 
 MAGIC = b"\x89LBPACK\n"
-VERSION = 2  # 2: a max pooling folded into binary convolutions ("pool"), BN + sign of real values as
-# "threshold" ops; version 1 files (neither) are read too
-READS = (1, 2)
+VERSION = 2  # 2: a layer's weight bits in one row, folded max poolings ("pool"), float32 "threshold" ops
 FORMAT_NAME = "lowbit-repro packed network"
 ALIGN = 64
 _PREFIX = struct.Struct("<8sIII")  # magic, version, header length, header crc32
@@ -107,9 +105,8 @@ def read(path: Path) -> Packed:
     if len(buf) < _PREFIX.size:
         raise bad(f"truncated: {len(buf)} bytes, shorter than the {_PREFIX.size}-byte prefix")
     _, version, hlen, hcrc = _PREFIX.unpack_from(buf)
-    if version not in READS:
-        raise bad(f"format version {version}; this engine reads versions {', '.join(map(str, READS))} (re-export it "
-                  "with this suite)")
+    if version != VERSION:
+        raise bad(f"format version {version}; this engine reads version {VERSION} (re-export it with this suite)")
     start = _PREFIX.size
     if len(buf) < start + hlen:
         raise bad(f"truncated: {len(buf)} bytes, the header alone needs {start + hlen}")
@@ -120,7 +117,7 @@ def read(path: Path) -> Packed:
         header = json.loads(hbytes.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise bad("corrupt header (not JSON)") from None
-    if not isinstance(header, dict) or header.get("format") != FORMAT_NAME or header.get("version") != version:
+    if not isinstance(header, dict) or header.get("format") != FORMAT_NAME or header.get("version") != VERSION:
         raise bad("corrupt header (not this format's)")
     data_at = _align(start + hlen)
     size = header.get("data_bytes")

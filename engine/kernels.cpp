@@ -101,10 +101,12 @@ void pack_b(const uint64_t* B, int64_t N, int64_t W, uint64_t* Bp) {
   });
 }
 
-// Rows of A per thread block: enough blocks for every thread, MC at most, a multiple of the micro-tile's rows
+// Rows of A per thread block: MC at most, a multiple of the micro-tile's rows, and a number of blocks that is a
+// multiple of the threads (so that 3 blocks do not go to 2 threads), each block as even as that allows
 int64_t row_block(int64_t M, int64_t mr) {
   const int64_t t = std::max<int64_t>(1, at::get_num_threads());
-  int64_t mc = (M + t - 1) / t;
+  const int64_t blocks = t * ((M + t * MC - 1) / (t * MC));
+  int64_t mc = (M + blocks - 1) / blocks;
   mc = ((mc + mr - 1) / mr) * mr;
   return std::max<int64_t>(mr, std::min<int64_t>(MC, mc));
 }

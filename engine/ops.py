@@ -4,6 +4,8 @@ Bit layout (the file's and the engine's): a row of K values in {-1, +1} is K bit
 packed little-endian within each byte (value j of the row is bit j % 8 of byte j // 8: ``numpy.packbits(...,
 bitorder="little")``), and the row is padded with 0 bits to a multiple of 64 bits (8 bytes), so a kernel can read it
 as whole uint64 words. Padding bits are 0 in both operands of a product, so they never count in XOR-popcount.
+The file holds a layer's O x K weight bits as one such row (one padding a layer, not one a filter); the engine
+unpacks it into O rows of K bits at load time.
 
 Ternary values {-1, 0, +1} are two such bit-planes: ``plus`` (bit 1 where the value is +1) and ``minus`` (bit 1
 where it is -1); t = plus - minus.
@@ -74,21 +76,34 @@ def unpack_ternary(plus: torch.Tensor, minus: torch.Tensor, k: int) -> torch.Ten
     return p.to(torch.int8) - m.to(torch.int8)
 
 
-def pack_nibbles(q: torch.Tensor) -> torch.Tensor:
-    """Integers in [-8, 7] -> uint8, two per byte (the first value in the low nibble, each stored as q + 8), the
-    flattened tensor padded with one 0 value to an even count."""
-    v = (q.reshape(-1).to(torch.int16) + 8).to(torch.uint8)
-    if v.numel() % 2:
-        v = torch.cat([v, v.new_full((1,), 8)])
-    return v[0::2] | (v[1::2] << 4)
+def code_width(bits: int) -> int | None:
+    """The packed width of integer codes of ``bits`` bits (two's complement or symmetric): 2 or 4 bits (four or two
+    to a byte), None above 4 bits (stored as int8 / int16)."""
+    return 2 if bits <= 2 else 4 if bits <= 4 else None
 
 
-def unpack_nibbles(packed: torch.Tensor, n: int) -> torch.Tensor:
-    """Inverse of ``pack_nibbles``: the first ``n`` values, as int8."""
-    if packed.dim() != 1 or packed.dtype != torch.uint8 or packed.numel() != (n + 1) // 2:
-        raise ValueError(f"a nibble-packed array of {n} values is {(n + 1) // 2} bytes (uint8, one dimension)")
-    v = torch.stack([packed & 15, packed >> 4], dim=1).reshape(-1)[:n]
-    return v.to(torch.int8) - 8
+def pack_codes(q: torch.Tensor, width: int) -> torch.Tensor:
+    """Integers in [-2^(width-1), 2^(width-1) - 1] -> uint8, 8 / width to a byte (the first value in the lowest
+    bits, each stored as q + 2^(width-1)), the flattened tensor padded with 0 codes to whole bytes."""
+    per = 8 // width
+    v = (q.reshape(-1).to(torch.int16) + (1 << (width - 1))).to(torch.uint8)
+    if v.numel() % per:
+        v = torch.cat([v, v.new_full((per - v.numel() % per,), 1 << (width - 1))])
+    v = v.view(-1, per)
+    out = v[:, 0].clone()
+    for j in range(1, per):
+        out |= v[:, j] << (width * j)
+    return out
+
+
+def unpack_codes(packed: torch.Tensor, n: int, width: int) -> torch.Tensor:
+    """Inverse of ``pack_codes``: the first ``n`` values, as int8."""
+    per = 8 // width
+    if width not in (2, 4) or packed.dim() != 1 or packed.dtype != torch.uint8 or packed.numel() != -(-n // per):
+        raise ValueError(f"an array of {n} packed {width}-bit codes is {-(-n // per)} bytes (uint8, one dimension)")
+    mask = (1 << width) - 1
+    v = torch.stack([(packed >> (width * j)) & mask for j in range(per)], dim=1).reshape(-1)[:n]
+    return v.to(torch.int8) - (1 << (width - 1))
 
 
 def pm1(bits: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:

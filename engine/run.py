@@ -73,6 +73,14 @@ def _pool_args(spec: dict) -> dict:
                 dilation=spec["dilation"], ceil_mode=spec["ceil_mode"])
 
 
+def _one_row(a: torch.Tensor, n: int) -> torch.Tensor:
+    """A layer's weight bits as the file holds them: one uint8 row of ``ops.padded_bytes(n)`` bytes."""
+    if a.dtype != torch.uint8 or tuple(a.shape) != (ops.padded_bytes(n),):
+        raise ValueError(f"weight bits: expected one uint8 row of {ops.padded_bytes(n)} bytes, got "
+                         f"{a.dtype} {tuple(a.shape)}")
+    return a
+
+
 def _t(a: np.ndarray | None) -> torch.Tensor | None:
     return None if a is None else torch.from_numpy(np.array(a))  # a writable copy, native byte order
 
@@ -88,7 +96,7 @@ class _Layer:
         self.shape = tuple(spec["weight_shape"])
         self.bias = arrays.get("bias")
         self.alpha = arrays.get("alpha") if w["scale"] != "none" else None
-        self.packed = arrays.get("weight") if self.kind == "binary" else None
+        self.packed = None
         self.T, self.dir = arrays.get("threshold"), arrays.get("direction")
         self.pool = spec.get("pool")
         if self.T is not None:  # bit = (k >= T) where the direction is +1, k <= T = not (k >= T + 1) where -1
@@ -96,20 +104,30 @@ class _Layer:
             self._T_ge = torch.where(self._down, self.T + 1, self.T).to(torch.int32)
         if self.kind == "float":
             self.w_real = arrays["weight"]
-        elif self.kind == "binary":
-            self.w_real = ops.pm1(ops.unpack_bits(self.packed, self.k)).view(self.shape)
-        elif self.kind == "ternary":
-            self.w_real = ops.unpack_ternary(arrays["plus"], arrays["minus"], self.k).to(torch.float32).view(self.shape)
-        elif self.kind == "fixed":
+        elif self.kind in ("binary", "ternary"):  # the file's one row of O x K bits -> rows padded to 64 bits
+            n = self.o * self.k
+            try:
+                if self.kind == "binary":
+                    bits = ops.unpack_bits(_one_row(arrays["weight"], n), n).view(self.o, self.k)
+                    self.packed, self.w_real = ops.pack_bits(bits), ops.pm1(bits).view(self.shape)
+                else:
+                    t = ops.unpack_ternary(_one_row(arrays["plus"], n), _one_row(arrays["minus"], n), n)
+                    self.w_real = t.to(torch.float32).view(self.shape)
+            except ValueError as e:
+                raise UserError(f"packed model: layer {spec.get('name')}: {e}") from None
+        elif self.kind in ("fixed", "uniform"):
             self.w_int = arrays["weight"]
-            if w.get("packed") == "nibbles":  # (weights of 4 bits or fewer)
+            if w.get("packed") == "codes":  # (weights of 4 bits or fewer)
                 try:
-                    self.w_int = ops.unpack_nibbles(self.w_int, math.prod(self.shape)).view(self.shape)
+                    self.w_int = ops.unpack_codes(self.w_int, math.prod(self.shape), w.get("width")).view(self.shape)
                 except ValueError as e:
                     raise UserError(f"packed model: layer {spec.get('name')}: {e}") from None
             elif "packed" in w:
                 raise UserError(f"packed model: layer {spec.get('name')}: unknown packing {w['packed']!r}")
-            self.w_real = (self.w_int.double() * 2.0 ** -w["fl"]).float()  # exact: q 2^-fl
+            if self.kind == "fixed":
+                self.w_real = (self.w_int.double() * 2.0 ** -w["fl"]).float()  # exact: q 2^-fl
+            else:  # as the simulated network computes it: float32 q times the float32 step
+                self.w_real = self.w_int.to(torch.float32) * arrays["step"]
         else:
             raise UserError(f"packed model: layer {spec.get('name')}: unknown weight kind {self.kind!r}")
         self._corr: dict[tuple[int, int], torch.Tensor] = {}

@@ -1,6 +1,7 @@
 """The efficiency claims (leaderboard/efficiency.yaml) and their verdicts from the engine benchmark's measurements,
 and the packed sizes the benchmark measures (from real exports, not typed numbers)."""
 import copy
+import json
 
 import pytest
 import torch
@@ -82,7 +83,7 @@ def test_packed_sizes_come_from_real_exports():
     with torch.no_grad():
         bnn = layer_sizes(build(build_net("bnn", "mnist_lenet5", (1, 28, 28)).model))
         twn = layer_sizes(build(build_net("twn", "mnist_lenet5", (1, 28, 28)).model))
-    # 1 bit a weight (rows padded to 64 bits), no scale: just under 32x; 2 bit-planes and a scale: just under 16x
+    # 1 bit a weight (one 64-bit padding a layer), no scale: just under 32x; 2 bit-planes and a scale: under 16x
     assert 30 < bnn["binary"]["ratio"] < 32 and set(bnn) <= {"binary", "float"}
     assert 15 < twn["ternary"]["ratio"] < 16
 
@@ -95,3 +96,43 @@ def test_sizes_only_refuses_a_file_that_is_not_a_benchmark(tmp_path, capsys):
     assert bench_main(["--sizes-only", "--out", str(tmp_path / "missing.json")]) == 2
     assert "not a benchmark file" in capsys.readouterr().err
     assert (tmp_path / "engine.json").read_text() == '{"gemm": []}'  # nothing replaced
+
+
+def test_readme_engine_tables_are_the_committed_benchmark():
+    """README's engine tables are generated from results/bench/engine.json (``python -m benchmarks.engine
+    --readme``), never typed: the committed README holds exactly what the committed file renders to."""
+    from benchmarks.engine import END, README, REFERENCE, START, readme_section
+    from common.results import read_result
+
+    result = read_result(REFERENCE)
+    assert result is not None, f"{REFERENCE} missing (run python -m benchmarks.engine)"
+    text = README.read_text()
+    section = text[text.index(START):text.index(END) + len(END)]
+    assert section == readme_section(result), "README's engine tables are stale: python -m benchmarks.engine --readme"
+    assert "| binary GEMM vs `torch.mm`, 4096³ |" in section and "| `bnn/cifar10_vggsmall` |" in section
+
+
+def test_engine_readme_writer_replaces_only_the_marked_text_and_quick_runs_leave_it(tmp_path, monkeypatch):
+    from benchmarks import engine as bench
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# T\n\n{bench.START}\nold\n{bench.END}\n\n## Next\n")
+    bench.write_readme({"targets": [{"target": "x >= 5x", "measured": 4.0, "met": False, "why": "a reason"}]}, readme)
+    text = readme.read_text()
+    assert text.startswith(f"# T\n\n{bench.START}") and text.endswith(f"{bench.END}\n\n## Next\n")
+    assert "old" not in text and "- x >= 5x: 4.00× — **missed** (a reason)" in text
+    monkeypatch.setattr(bench, "README", readme)
+    monkeypatch.setattr(bench, "REFERENCE", tmp_path / "engine.json")
+    monkeypatch.setattr(bench, "QUICK", tmp_path / "quick" / "engine.json")
+    (tmp_path / "engine.json").write_text('{"gemm": [], "sizes": []}')
+    from engine import kernels
+
+    if kernels.ext() is not None:  # a quick run (one tiny GEMM, no networks or sizes) writes the quick file only
+        monkeypatch.setattr(bench, "gemm_shapes", lambda quick: [("tiny", 8, 8, 64)])
+        monkeypatch.setattr(bench, "bench_sizes", lambda: ([], []))
+        monkeypatch.setattr(bench, "keep_freed_memory", lambda: "default allocator settings")
+        assert bench.main(["--quick", "--threads", "1", "--skip-nets", "--repeats", "1"]) == 0
+        assert [r["layer"] for r in json.loads((tmp_path / "quick" / "engine.json").read_text())["gemm"]] == ["tiny"]
+    assert (tmp_path / "engine.json").read_text() == '{"gemm": [], "sizes": []}'  # the reference left alone
+    assert readme.read_text() == text
+    assert bench.main(["--readme", "--out", str(tmp_path / "missing.json")]) == 2

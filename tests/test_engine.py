@@ -24,7 +24,7 @@ from common.errors import UserError
 from common.module import Classifier
 from common.quant import QConv2d, QLinear
 from common.quant.binary import ScaledSign, Sign
-from common.quant.fixed import Fixed
+from common.quant.fixed import Fixed, Uniform
 from common.quant.ternary import Ternary
 from engine import Engine, export, export_checkpoint, load, ops
 from engine.fileformat import MAGIC, read, write
@@ -104,7 +104,9 @@ def test_packed_weights_round_trip(tmp_path):
     layers = [QLinear(70, 9, weight=Sign()), QLinear(70, 9, weight=ScaledSign(per="filter")),
               QLinear(70, 9, weight=Ternary(per="filter")), QLinear(70, 9, weight=Ternary(per="layer")),
               QLinear(70, 9, weight=Fixed(wl=8, fl=5)), QLinear(70, 9, weight=Fixed(wl=12, fl=9)),
-              QLinear(70, 9, weight=Fixed(wl=4, fl=3)), QLinear(7, 3, weight=Fixed(wl=2, fl=1))]
+              QLinear(70, 9, weight=Fixed(wl=4, fl=3)), QLinear(7, 3, weight=Fixed(wl=2, fl=1)),
+              QLinear(70, 9, weight=Uniform(bits=8, step=0.0123)), QLinear(70, 9, weight=Uniform(bits=5, step=0.07)),
+              QLinear(7, 3, weight=Uniform(bits=2, step=0.31))]
     for layer in layers:
         net = nn.Sequential(layer).eval()
         export(net, tmp_path / "w.lbp")
@@ -113,19 +115,30 @@ def test_packed_weights_round_trip(tmp_path):
         w = lay.w_real * (lay.alpha.view(-1, 1) if lay.alpha is not None else 1)
         with torch.no_grad():
             assert torch.equal(w, layer.quantized_weight()), layer.weight_quantizer
+    # binary weights: the layer's 9 x 70 bits in one row (80 bytes), not 9 rows padded to 64 bits (144 bytes)
+    export(nn.Sequential(layers[0]).eval(), tmp_path / "w.lbp")
+    packed = load(tmp_path / "w.lbp")
+    assert packed.arrays[packed.layers[0]["arrays"]["weight"]].shape == (ops.padded_bytes(9 * 70),) == (80,)
+    packed.arrays[packed.layers[0]["arrays"]["weight"]] = np.zeros((9, 16), dtype=np.uint8)  # rows: not this layout
+    write(packed, tmp_path / "rows.lbp")
+    with pytest.raises(UserError, match="expected one uint8 row of 80 bytes"):
+        Engine(tmp_path / "rows.lbp")
 
 
-def test_weights_of_four_bits_or_fewer_are_packed_two_to_a_byte(tmp_path):
+def test_weights_of_four_bits_or_fewer_are_packed_as_2_or_4_bit_codes(tmp_path):
     g = torch.Generator().manual_seed(11)
-    for n in (0, 1, 7, 64):  # an odd count gets one padding value
-        q = torch.randint(-8, 8, (n,), generator=g, dtype=torch.int8)
-        packed = ops.pack_nibbles(q)
-        assert packed.dtype == torch.uint8 and packed.numel() == (n + 1) // 2
-        assert torch.equal(ops.unpack_nibbles(packed, n), q)
-    with pytest.raises(ValueError, match="nibble-packed array of 7 values is 4 bytes"):
-        ops.unpack_nibbles(torch.zeros(3, dtype=torch.uint8), 7)
+    for width in (2, 4):
+        lim = 1 << (width - 1)
+        for n in (0, 1, 3, 7, 64):  # counts that do not fill the last byte get padding codes
+            q = torch.randint(-lim, lim, (n,), generator=g, dtype=torch.int8)
+            packed = ops.pack_codes(q, width)
+            assert packed.dtype == torch.uint8 and packed.numel() == -(-n * width // 8)
+            assert torch.equal(ops.unpack_codes(packed, n, width), q)
+    with pytest.raises(ValueError, match="array of 7 packed 4-bit codes is 4 bytes"):
+        ops.unpack_codes(torch.zeros(3, dtype=torch.uint8), 7, 4)
+    assert [ops.code_width(b) for b in (2, 3, 4, 5, 8)] == [2, 4, 4, None, None]
     sizes = {}
-    for wl in (4, 5):
+    for wl in (2, 4, 5):
         layer = QLinear(301, 33, weight=Fixed(wl=wl, fl=wl - 1))
         export(nn.Sequential(layer).eval(), tmp_path / f"w{wl}.lbp")
         sizes[wl] = (tmp_path / f"w{wl}.lbp").stat().st_size
@@ -133,6 +146,7 @@ def test_weights_of_four_bits_or_fewer_are_packed_two_to_a_byte(tmp_path):
         with torch.no_grad():
             assert torch.equal(lay.w_real, layer.quantized_weight())
     assert sizes[5] - sizes[4] >= 301 * 33 // 2 - 64  # half the weight bytes saved (headers and bias aside)
+    assert sizes[4] - sizes[2] >= 301 * 33 // 4 - 64  # and half again at 2 bits
     packed = read(tmp_path / "w4.lbp")
     packed.layers[0]["weight"]["packed"] = "bytes"
     write(packed, tmp_path / "bad.lbp")
@@ -268,18 +282,6 @@ def test_max_pooling_between_a_binary_conv_and_its_sign_is_folded(tmp_path, pool
         check_agrees(net, eng, torch.randn(batch, 3, 13, 13, generator=g))
 
 
-def test_files_of_format_version_1_are_read(tmp_path, monkeypatch):
-    """Version 2 added the folded pooling; a version 1 file (none) reads and runs the same."""
-    from engine import fileformat
-
-    net = tiny_binary_net(1, 1, False, "sign", torch.Generator().manual_seed(9))
-    monkeypatch.setattr(fileformat, "VERSION", 1)
-    export(net, tmp_path / "v1.lbp")
-    monkeypatch.undo()
-    assert int.from_bytes((tmp_path / "v1.lbp").read_bytes()[8:12], "little") == 1
-    check_agrees(net, Engine(tmp_path / "v1.lbp"), torch.randn(3, 3, 13, 13))
-
-
 def test_fixed_point_layer_integer_arithmetic(tmp_path):
     g = torch.Generator().manual_seed(5)
     net = nn.Sequential(QConv2d(3, 5, 3, padding=1, weight=Fixed(wl=8, fl=6), input=Fixed(wl=8, fl=4)), nn.ReLU(),
@@ -333,6 +335,24 @@ def test_shared_setting_nets_agree(tmp_path, paper, name):
         assert sum("float32 thresholds" in line for line in lines) == 1  # conv1's BN + sign
 
 
+@pytest.mark.parametrize("paper,name", [("sung", "mnist_lenet5_b4"), ("sung", "mnist_lenet5_b2"),
+                                        ("ristretto", "mnist_lenet5_8_8_8"), ("qiu", "mnist_lenet5_dynamic_8_4")])
+def test_post_training_nets_agree(tmp_path, paper, name):
+    """The post-training methods' networks with the per-layer formats of their committed seed-1 results (random
+    weights): Sung's uniform weights (a float32 step), Ristretto's and Qiu's fixed point."""
+    from benchmarks.engine import ptq_net
+
+    model = ptq_net(paper, name, (1, 28, 28))
+    assert model is not None, f"results/{paper}/{name}/seed1.json missing"
+    export(model, tmp_path / "m.lbp")
+    eng = Engine(tmp_path / "m.lbp")
+    kinds = {spec["weight"]["kind"] for spec, _ in eng.ops if spec["op"] in ("conv", "linear")}
+    assert kinds == ({"uniform"} if paper == "sung" else {"fixed"})
+    g = torch.Generator().manual_seed(2)
+    for n in (1, 50):
+        check_agrees(model.model, eng, torch.rand(n, 1, 28, 28, generator=g), FIXED_LOGIT_TOL)
+
+
 def test_export_checkpoint(tmp_path):
     model = shared_net("bnn", "mnist_lenet5", seed=4)
     ckpt = tmp_path / "best.ckpt"
@@ -370,8 +390,8 @@ def test_bad_files_are_one_line_user_errors(tmp_path, good_file):
     for cut in (3, 12, 40, len(raw) // 2, len(raw) - 1):
         bad.write_bytes(raw[:cut])
         _one_line_error(bad, "truncated" if cut >= len(MAGIC) or MAGIC.startswith(raw[:cut]) else "magic")
-    bad.write_bytes(raw[:8] + (7).to_bytes(4, "little") + raw[12:])
-    _one_line_error(bad, "version 7")
+    bad.write_bytes(raw[:8] + (1).to_bytes(4, "little") + raw[12:])
+    _one_line_error(bad, "version 1")
     bad.write_bytes(b"XXXXXXXX" + raw[8:])
     _one_line_error(bad, "magic")
     bad.write_bytes(b"PK\x03\x04 a zip, or a pickled torch file, is not ours")
