@@ -13,11 +13,14 @@
     the assumptions are printed and written with the numbers.
 (c) Whole networks: ``engine.Engine`` on the exported network against the simulated network itself (float32 torch,
     eval mode, no_grad) at batch 1 and 100: the shared settings' BNN, XNOR, BWN, BinaryConnect, TWN, dynamic fixed
-    point and Gupta LeNet-5 and BNN and XNOR VGG-small (random initialisation; batch-norm statistics from a few random batches), with the share
-    of the engine's time by kind of op and the share spent in the popcount GEMM itself.
+    point and Gupta LeNet-5, BNN and XNOR VGG-small, and the 8-bit-or-fewer post-training networks (Ristretto
+    8/8/8, Qiu 8/4, SQNR W4/A4; their formats from the committed seed-1 results) with random weights and batch-norm
+    statistics from a few random batches; with the share of the engine's time by kind of op and the share spent in
+    the popcount GEMM itself.
 (d) Sizes: the packed file of every method of the shared settings against its float32 state_dict (post-training
-    methods with the per-layer formats of their committed seed-1 result), and per weight kind (binary, ternary, fixed) the packed weights and scales against float32 weights;
-    the methods the engine does not cover yet are listed with the reason.
+    methods with the per-layer formats of their committed seed-1 result), and per weight kind (binary, ternary,
+    fixed, uniform) the packed weights and scales against float32 weights; the methods the engine does not cover
+    yet are listed with the reason.
 
 Timing: after a warm-up, ``repeats`` rounds, each timing the two sides one after the other (interleaved, so load
 changes hit both), median per side. ``--quick`` (< 60 s): fewer shapes and repeats. The targets (binary GEMM >= 25x
@@ -189,7 +192,8 @@ SETTINGS = {"mnist_lenet5": ("LeNet-5", (1, 28, 28)), "cifar10_vggsmall": ("VGG-
 # timed whole networks (every covered method's network is sized; these are also timed)
 TIMED = ("bnn/mnist_lenet5", "xnor/mnist_lenet5_xnor", "xnor/mnist_lenet5_bwn", "binaryconnect/mnist_lenet5_det",
          "twn/mnist_lenet5", "lowprec/mnist_lenet5_dfxp", "gupta/mnist_lenet5_fl14_sr", "bnn/cifar10_vggsmall",
-         "xnor/cifar10_vggsmall_xnor")
+         "xnor/cifar10_vggsmall_xnor", "ristretto/mnist_lenet5_8_8_8", "ristretto/cifar10_vggsmall_8_8_8",
+         "qiu/cifar10_vggsmall_dynamic_8_4", "sqnr/cifar10_vggsmall_w4a4")
 
 
 def sampled_net(config: dict, in_shape):
@@ -321,8 +325,10 @@ def bench_nets(threads: list[int], batches: list[int], repeats: int) -> list[dic
 
     rows = []
     tmp = Path(tempfile.mkdtemp(prefix="engine_bench_"))
-    for label, paper, name, in_shape, _ in [m for m in shared_methods() if m[0] in TIMED]:
-        model = build_net(paper, name, in_shape)
+    for label, paper, name, in_shape, post in [m for m in shared_methods() if m[0] in TIMED]:
+        model = ptq_net(paper, name, in_shape) if post else build_net(paper, name, in_shape)
+        if model is None:
+            continue
         path = tmp / f"{paper}_{name}.lowbit"
         export(model, path)
         eng = Engine(path)

@@ -478,6 +478,28 @@ torch::Tensor im2col_pack(torch::Tensor x, int64_t kh, int64_t kw, int64_t sh, i
   return out;
 }
 
+// The rows of kh x kw taps of a zero-padded image of B bytes a pixel, pimg (N, Hp, Wp, B): uint8 (N Ho Wo, rowb),
+// row (n, oy, ox) = the kh runs of kw * B contiguous bytes under the window, (dy, dx, byte) order, then zeros up to
+// rowb bytes
+torch::Tensor rows_of_taps(const uint8_t* pimg, int64_t N, int64_t Hp, int64_t Wp, int64_t B, int64_t kh, int64_t kw,
+                           int64_t sh, int64_t sw, int64_t Ho, int64_t Wo, int64_t rowb) {
+  auto out = torch::empty({N * Ho * Wo, rowb}, torch::dtype(torch::kUInt8));
+  uint8_t* po = out.data_ptr<uint8_t>();
+  const int64_t run = kw * B, used = kh * run, tail = rowb - used;
+  at::parallel_for(0, N * Ho, 1, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t n = r / Ho, oy = r % Ho;
+      for (int64_t ox = 0; ox < Wo; ++ox) {
+        uint8_t* o = po + (r * Wo + ox) * rowb;
+        const uint8_t* in = pimg + ((n * Hp + oy * sh) * Wp + ox * sw) * B;
+        for (int64_t dy = 0; dy < kh; ++dy) std::memcpy(o + dy * run, in + dy * Wp * B, run);
+        if (tail) std::memset(o + used, 0, tail);
+      }
+    }
+  });
+  return out;
+}
+
 // The same rows for channels packed per pixel: x bool (N, C, H, W), channels last (read in place, as the thresholds
 // give it) or contiguous, C a multiple of 8 -> uint8 (N * Ho * Wo, padded_bytes(K)), K = kh kw C in (dy, dx, c)
 // order (the weights are packed in that order too), zero padding as bit 0 (-1). Each pixel's C bits become C / 8
@@ -492,7 +514,7 @@ torch::Tensor im2col_pack_hwc(torch::Tensor x, int64_t kh, int64_t kw, int64_t s
   const int64_t Hp = H + 2 * ph, Wp = Wd + 2 * pw, Cb = C / 8;
   TORCH_CHECK(Hp >= kh && Wp >= kw, "im2col_pack_hwc: kernel larger than the padded image");
   const int64_t Ho = (Hp - kh) / sh + 1, Wo = (Wp - kw) / sw + 1;
-  const int64_t K = kh * kw * C, words = (K + 63) / 64, rowb = kw * Cb;
+  const int64_t K = kh * kw * C, words = (K + 63) / 64;
   std::vector<uint8_t> img(static_cast<size_t>(N * Hp * Wp * Cb), 0);
   uint8_t* pimg = img.data();
   if (x.is_contiguous(at::MemoryFormat::ChannelsLast)) {
@@ -533,21 +555,30 @@ torch::Tensor im2col_pack_hwc(torch::Tensor x, int64_t kh, int64_t kw, int64_t s
       }
     });
   }
-  auto out = torch::empty({N * Ho * Wo, words * 8}, torch::dtype(torch::kUInt8));
-  uint8_t* po = out.data_ptr<uint8_t>();
-  const int64_t used = kh * rowb, tail = words * 8 - used;
-  at::parallel_for(0, N * Ho, 1, [&](int64_t r0, int64_t r1) {
+  return rows_of_taps(pimg, N, Hp, Wp, Cb, kh, kw, sh, sw, Ho, Wo, words * 8);
+}
+
+// The im2col rows of an int8 image, channels last: x int8 (N, H, W, C) contiguous -> int8 (N Ho Wo, kh kw C) in
+// (dy, dx, c) order, zero padding (the fixed-point value 0): the rows of the engine's int8 GEMM (the weights are
+// ordered (dy, dx, c) too).
+torch::Tensor im2col_int8_hwc(torch::Tensor x, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw) {
+  TORCH_CHECK(x.device().is_cpu() && x.dim() == 4 && x.scalar_type() == torch::kInt8 && x.is_contiguous(),
+              "im2col_int8_hwc: a contiguous int8 (N, H, W, C) CPU tensor expected");
+  const int64_t N = x.size(0), H = x.size(1), Wd = x.size(2), C = x.size(3);
+  TORCH_CHECK(kh >= 1 && kw >= 1 && sh >= 1 && sw >= 1 && ph >= 0 && pw >= 0, "im2col_int8_hwc: bad geometry");
+  const int64_t Hp = H + 2 * ph, Wp = Wd + 2 * pw;
+  TORCH_CHECK(Hp >= kh && Wp >= kw, "im2col_int8_hwc: kernel larger than the padded image");
+  const int64_t Ho = (Hp - kh) / sh + 1, Wo = (Wp - kw) / sw + 1;
+  std::vector<uint8_t> img(static_cast<size_t>(N * Hp * Wp * C), 0);
+  const uint8_t* px = reinterpret_cast<const uint8_t*>(x.data_ptr());
+  uint8_t* pimg = img.data();
+  at::parallel_for(0, N * H, 1, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
-      const int64_t n = r / Ho, oy = r % Ho;
-      for (int64_t ox = 0; ox < Wo; ++ox) {
-        uint8_t* o = po + (r * Wo + ox) * words * 8;
-        const uint8_t* in = pimg + ((n * Hp + oy * sh) * Wp + ox * sw) * Cb;
-        for (int64_t dy = 0; dy < kh; ++dy) std::memcpy(o + dy * rowb, in + dy * Wp * Cb, rowb);
-        if (tail) std::memset(o + used, 0, tail);
-      }
+      const int64_t n = r / H, y = r % H;
+      std::memcpy(pimg + ((n * Hp + y + ph) * Wp + pw) * C, px + r * Wd * C, Wd * C);
     }
   });
-  return out;
+  return rows_of_taps(pimg, N, Hp, Wp, C, kh, kw, sh, sw, Ho, Wo, kh * kw * C).view(torch::kInt8);
 }
 
 // ------------------------------------------------------------------------------------------------ max pooling of bits
@@ -775,6 +806,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("im2col_pack", &im2col_pack, "packed im2col rows of a binary image (F.unfold order, 0 padding = -1 bits)",
         py::arg("x"), py::arg("kh"), py::arg("kw"), py::arg("sh"), py::arg("sw"), py::arg("ph"), py::arg("pw"));
   m.def("im2col_pack_hwc", &im2col_pack_hwc, "packed im2col rows, channels packed per pixel ((dy, dx, c) order)",
+        py::arg("x"), py::arg("kh"), py::arg("kw"), py::arg("sh"), py::arg("sw"), py::arg("ph"), py::arg("pw"));
+  m.def("im2col_int8_hwc", &im2col_int8_hwc, "im2col rows of an int8 image, channels last ((dy, dx, c) order)",
         py::arg("x"), py::arg("kh"), py::arg("kw"), py::arg("sh"), py::arg("sw"), py::arg("ph"), py::arg("pw"));
   m.def("or_pool2d", &or_pool2d, "max pooling of bits: the OR over each window (padding never counts)",
         py::arg("x"), py::arg("kh"), py::arg("kw"), py::arg("sh"), py::arg("sw"), py::arg("ph"), py::arg("pw"),

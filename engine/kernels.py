@@ -124,3 +124,10 @@ def threshold_real(y: torch.Tensor, t: torch.Tensor, down: torch.Tensor) -> torc
     """BN + sign of real values as thresholds, in one pass: y float32 (N, C, ...), t float32 (C), down bool (C) ->
     bool of y's shape, (y >= t) XOR down per channel."""
     return ext().threshold_real(y, t, down)
+
+
+def im2col_int8_hwc(x: torch.Tensor, kernel, stride, padding) -> torch.Tensor:
+    """The im2col rows of an int8 image: x int8 (N, C, H, W) -> int8 (N Ho Wo, kh kw C) in (dy, dx, c) order, zero
+    padding."""
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    return ext().im2col_int8_hwc(x.permute(0, 2, 3, 1).contiguous(), kh, kw, sh, sw, ph, pw)

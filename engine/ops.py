@@ -260,3 +260,38 @@ def threshold_real(y: torch.Tensor, t_ge: torch.Tensor, down: torch.Tensor) -> t
         return kernels.threshold_real(y, t_ge, down)
     shape = [1, -1] + [1] * (y.dim() - 2)
     return (y >= t_ge.view(shape)) ^ down.view(shape)
+
+
+# ------------------------------------------------------------------------------------------------ int8 GEMM
+
+def int8_gemm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Exact integer product of int8 matrices: a (M, K) x b (K, N) -> int32 (M, N), by torch's int8 matrix
+    multiply (``torch._int_mm``, the kernel its quantized CPU paths use; exact: int32 accumulation, |sum| <= K 2^14
+    < 2^31 for any K below 131,072, checked); where that is missing or refuses the shapes, the same integers in
+    float64 (exact below 2^53)."""
+    if a.dtype != torch.int8 or b.dtype != torch.int8 or a.dim() != 2 or b.dim() != 2 or a.shape[1] != b.shape[0]:
+        raise ValueError(f"int8_gemm: need int8 (M, K) and (K, N), got {tuple(a.shape)} {a.dtype} and "
+                         f"{tuple(b.shape)} {b.dtype}")
+    if a.shape[1] >= 2**17:
+        raise ValueError(f"int8_gemm: K = {a.shape[1]} could overflow the int32 accumulator")
+    mm = getattr(torch, "_int_mm", None)
+    if mm is not None and a.shape[0] > 0:
+        try:
+            return mm(a.contiguous(), b)
+        except RuntimeError:
+            pass
+    return (a.double() @ b.double()).to(torch.int32)
+
+
+def im2col_int8(x: torch.Tensor, kernel, stride, padding) -> torch.Tensor:
+    """The im2col rows of an int8 image for ``int8_gemm``: x int8 (N, C, H, W) -> int8 (N Ho Wo, kh kw C), each row
+    in (dy, dx, c) order, zero padding. The compiled kernel where it is built, else unfold (in float32, exact for
+    int8 values) and a reorder."""
+    from engine import kernels
+
+    if kernels.ext() is not None:
+        return kernels.im2col_int8_hwc(x, kernel, stride, padding)
+    n, c = x.shape[:2]
+    cols = torch.nn.functional.unfold(x.float(), kernel, padding=padding, stride=stride)  # (N, C kh kw, L)
+    cols = cols.view(n, c, -1, cols.shape[-1]).transpose(1, 2).reshape(n, -1, cols.shape[-1])  # (dy, dx, c) order
+    return cols.transpose(1, 2).reshape(-1, cols.shape[1]).to(torch.int8)

@@ -97,6 +97,7 @@ class _Layer:
         self.bias = arrays.get("bias")
         self.alpha = arrays.get("alpha") if w["scale"] != "none" else None
         self.packed = None
+        self.w_int8 = None
         self.T, self.dir = arrays.get("threshold"), arrays.get("direction")
         self.pool = spec.get("pool")
         if self.T is not None:  # bit = (k >= T) where the direction is +1, k <= T = not (k >= T + 1) where -1
@@ -126,6 +127,9 @@ class _Layer:
                 raise UserError(f"packed model: layer {spec.get('name')}: unknown packing {w['packed']!r}")
             if self.kind == "fixed":
                 self.w_real = (self.w_int.double() * 2.0 ** -w["fl"]).float()  # exact: q 2^-fl
+                if w["wl"] <= 8:  # (K, O) int8 in (dy, dx, c) order, for the int8 GEMM (inputs of <= 8 bits)
+                    w8 = self.w_int.permute(0, 2, 3, 1) if self.conv else self.w_int
+                    self.w_int8 = w8.reshape(self.o, -1).t().to(torch.int8).contiguous()
             else:  # as the simulated network computes it: float32 q times the float32 step
                 self.w_real = self.w_int.to(torch.float32) * arrays["step"]
         else:
@@ -218,15 +222,27 @@ class _Layer:
         return int_to_real(k, scale, self.bias, K)
 
     def _fixed_int(self, x: torch.Tensor) -> torch.Tensor:
-        """Fixed-point input x fixed-point weights: exact integer GEMM (float64 holds integers below 2**53)."""
-        inp = self.spec["input"]
-        xi = torch.round(x.double() * 2.0 ** inp["fl"])
-        wi = self.w_int.double()
-        bound = xi.abs().amax().item() * wi.abs().sum(dim=tuple(range(1, wi.dim()))).amax().item()
-        if bound >= 2**53:
-            raise UserError(f"layer {self.spec['name']}: integer accumulator may exceed 2**53")
-        acc = self._gemm(xi, wi)
-        y = (acc * 2.0 ** -(inp["fl"] + self.spec["weight"]["fl"])).float()
+        """Fixed-point input x fixed-point weights: an exact integer GEMM, scaled once by 2^-(fl_x + fl_w). Both of
+        8 bits or fewer: int8 x int8 -> int32 (``ops.int8_gemm``: torch's int8 matrix multiply; im2col of the
+        integer input for a convolution); wider: in float64, which holds every integer below 2**53 (checked)."""
+        inp, s = self.spec["input"], self.spec
+        scale = 2.0 ** -(inp["fl"] + s["weight"]["fl"])
+        if self.w_int8 is not None and inp["wl"] <= 8:
+            q = torch.round(x * 2.0 ** inp["fl"]).to(torch.int8)  # exact: x is on the grid, a power-of-two scale
+            if self.conv:
+                ho = (x.shape[2] + 2 * s["padding"][0] - s["kernel"][0]) // s["stride"][0] + 1
+                acc = ops.int8_gemm(ops.im2col_int8(q, s["kernel"], s["stride"], s["padding"]), self.w_int8)
+                acc = acc.view(x.shape[0], ho, -1, self.o).permute(0, 3, 1, 2)
+            else:
+                acc = ops.int8_gemm(q, self.w_int8)
+            y = (acc.double() * scale).float()
+        else:
+            xi = torch.round(x.double() * 2.0 ** inp["fl"])
+            wi = self.w_int.double()
+            bound = xi.abs().amax().item() * wi.abs().sum(dim=tuple(range(1, wi.dim()))).amax().item()
+            if bound >= 2**53:
+                raise UserError(f"layer {s['name']}: integer accumulator may exceed 2**53")
+            y = (self._gemm(xi, wi) * scale).float()
         return y if self.bias is None else y + self.bias.view([1, -1] + [1] * (y.dim() - 2))
 
     def __call__(self, a):
@@ -339,7 +355,9 @@ class Engine:
                 if spec.get("pool"):
                     out += " + max pooling of the threshold bits (OR / AND)"
                 how = ("xnor-popcount integer GEMM" + out) if binary else \
-                    ("integer GEMM (fixed x fixed)" if i == "fixed" and w["kind"] == "fixed" else
+                    (f"integer GEMM (fixed x fixed, "
+                     f"{'int8 x int8 -> int32' if max(w['wl'], spec['input']['wl']) <= 8 else 'in float64'})"
+                     if i == "fixed" and w["kind"] == "fixed" else
                      f"float GEMM ({w['kind']} weights{', x alpha' if w['scale'] != 'none' else ''})")
                 lines.append(f"{'+'.join(spec['covers'])}: {spec['op']} {spec['in_ch']}->{spec['out_ch']}, "
                              f"input {i}, weights {w['kind']}/{w['scale']}: {how}")

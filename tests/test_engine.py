@@ -282,6 +282,23 @@ def test_max_pooling_between_a_binary_conv_and_its_sign_is_folded(tmp_path, pool
         check_agrees(net, eng, torch.randn(batch, 3, 13, 13, generator=g))
 
 
+def test_int8_gemm_is_exact_with_and_without_torchs_int8_kernel(monkeypatch):
+    g = torch.Generator().manual_seed(8)
+    for m, k, n in ((1, 1, 1), (7, 300, 5), (64, 4096, 33), (0, 8, 3)):
+        a = torch.randint(-128, 128, (m, k), generator=g, dtype=torch.int8)
+        b = torch.randint(-128, 128, (k, n), generator=g, dtype=torch.int8)
+        if m:
+            a[0] = -128  # the extreme products (2^14) summed over k
+            b[:, 0] = -128
+        want = (a.long() @ b.long()).to(torch.int32)
+        assert torch.equal(ops.int8_gemm(a, b), want)
+        with monkeypatch.context() as mp:
+            mp.delattr(torch, "_int_mm", raising=False)
+            assert torch.equal(ops.int8_gemm(a, b), want)
+    with pytest.raises(ValueError, match="need int8"):
+        ops.int8_gemm(torch.zeros(2, 3), torch.zeros(3, 2, dtype=torch.int8))
+
+
 def test_fixed_point_layer_integer_arithmetic(tmp_path):
     g = torch.Generator().manual_seed(5)
     net = nn.Sequential(QConv2d(3, 5, 3, padding=1, weight=Fixed(wl=8, fl=6), input=Fixed(wl=8, fl=4)), nn.ReLU(),
@@ -292,7 +309,8 @@ def test_fixed_point_layer_integer_arithmetic(tmp_path):
                 m.weight.uniform_(-0.5, 0.5, generator=g)
     export(net.eval(), tmp_path / "f.lbp")
     eng = Engine(tmp_path / "f.lbp")
-    assert sum("integer GEMM (fixed x fixed)" in line for line in eng.describe()) == 2
+    assert sum("integer GEMM (fixed x fixed" in line for line in eng.describe()) == 2
+    assert eng.ops[0][1].w_int8 is not None and eng.ops[-1][1].w_int8 is None  # int8 x int8; 16 bits in float64
     check_agrees(net, eng, torch.rand(2, 3, 9, 9, generator=g) * 4 - 2)
 
 

@@ -271,3 +271,23 @@ def test_thresholds_of_real_values_compiled_and_torch_agree(monkeypatch):
         with monkeypatch.context() as m:
             m.setattr(kernels, "ext", lambda: None)
             assert torch.equal(ops.threshold_real(y, t, down), want), shape
+
+
+def test_int8_im2col_compiled_and_torch_agree(monkeypatch):
+    """``ops.im2col_int8``: rows in (dy, dx, c) order with zero padding, the compiled kernel and the unfold path
+    byte for byte; and a convolution through them and ``int8_gemm`` equals the int64 convolution."""
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(23)
+    cases = (((2, 3, 9, 9), (3, 3), (1, 1), (1, 1)), ((1, 5, 8, 11), (3, 2), (2, 1), (2, 0)),
+             ((3, 1, 6, 6), (5, 5), (1, 1), (0, 0)))
+    for shape, kernel, stride, padding in cases:
+        x = torch.randint(-128, 128, shape, generator=g, dtype=torch.int8)
+        w = torch.randint(-128, 128, (4, shape[1], *kernel), generator=g, dtype=torch.int8)
+        rows = ops.im2col_int8(x, kernel, stride, padding)
+        with monkeypatch.context() as m:
+            m.setattr(kernels, "ext", lambda: None)
+            assert torch.equal(ops.im2col_int8(x, kernel, stride, padding), rows)
+        acc = ops.int8_gemm(rows, w.permute(0, 2, 3, 1).reshape(4, -1).t().contiguous())
+        want = F.conv2d(x.double(), w.double(), None, stride, padding)  # exact: |sums| < 2^53
+        assert torch.equal(acc.view(shape[0], want.shape[2], want.shape[3], 4).permute(0, 3, 1, 2).double(), want)
