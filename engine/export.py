@@ -57,6 +57,7 @@ fields), shapes), ``batchnorm``, ``threshold`` (BN + sign of real values: H; arr
 """
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import NamedTuple
 
@@ -67,6 +68,9 @@ from torch import nn
 from common.errors import UserError
 from engine import fold, ops
 from engine.fileformat import Packed, read, write
+
+
+LEVELS = ("linear_quant", "dorefa_act")  # multi-bit activation quantizers the engine runs as themselves
 
 
 class ExportSizes(NamedTuple):
@@ -119,7 +123,20 @@ def _activation_kind(m: nn.Module) -> tuple[str, float] | None:
         return "sign", float(m.H)
     if name == "float" or (name == "sign_stochastic" and m.eval_mode == "real"):
         return "identity", 0.0
+    if name in LEVELS:
+        return "levels", 0.0
     raise UserError(f"engine export: activation quantizer {name!r} is not supported by the engine yet")
+
+
+def _levels_spec(q, where: str) -> dict:
+    """A multi-bit activation quantizer (QNN's LinearQuant, DoReFa's activations) as the engine runs it: its name and
+    constructor arguments; only its deterministic test-time form (nearest rounding, no per-tensor scaling)."""
+    params = [p for p in inspect.signature(type(q).__init__).parameters if p != "self"]
+    spec = {"name": _quantizer_name(q), **{p: getattr(q, p) for p in params}}
+    if spec.get("rounding", "nearest") != "nearest" or spec.get("scale", "none") != "none":
+        raise UserError(f"engine export: {where}: {spec['name']} with stochastic rounding or per-tensor scaling is "
+                        "not supported by the engine")
+    return spec
 
 
 class _Writer:
@@ -175,9 +192,9 @@ def _decompose_weight(name: str, m: nn.Module) -> tuple[dict, dict]:
         qname, wq_mod = "fixed", upd  # stored-value quantization: the weight itself is on the fixed grid
     if _passes_through(wq_mod, qname):
         spec, arrays, rec = {"kind": "float", "scale": "none"}, {"weight": _f32(wq)}, wq
-    elif qname in ("sign", "sign_stochastic", "scaled_sign"):
-        if qname == "scaled_sign":
-            per = wq_mod.per
+    elif qname in ("sign", "sign_stochastic", "scaled_sign") or (qname == "dorefa_weight" and wq_mod.bits == 1):
+        if qname in ("scaled_sign", "dorefa_weight"):  # (DoReFa's 1-bit weights: E|W| sign(W), one alpha a layer)
+            per = getattr(wq_mod, "per", "layer")
             alpha = flat.abs().amax(1) if per == "filter" else flat.abs().amax().view(1)
             scale = "filter" if per == "filter" else "layer"
         else:
@@ -232,6 +249,8 @@ def _input_spec(name: str, m: nn.Module, state: dict) -> dict:
         return dict(state)
     if qname in ("sign", "sign_stochastic"):
         return {"kind": "sign", "H": float(q.H)}
+    if qname in LEVELS:
+        return {"kind": "quantized", "quantizer": _levels_spec(q, name)}
     if qname in ("fixed", "dynamic_fixed"):
         if state["kind"] != "real":
             raise UserError(f"engine export: {name}: a fixed-point input quantizer on binary activations")
@@ -330,6 +349,9 @@ def build(net: nn.Module) -> Packed:
             if kind == "sign":
                 w.add({"op": "sign", "name": name, "covers": [name], "H": H})
                 state = {"kind": "bits", "H": H}
+            elif kind == "levels":
+                w.add({"op": "quantize", "name": name, "covers": [name], "quantizer": _levels_spec(m, name)})
+                state = {"kind": "real"}
         elif isinstance(m, nn.MaxPool2d):
             w.add({"op": "maxpool", "name": name, "covers": [name], **_pool_spec(m)})
         elif isinstance(m, nn.Flatten):

@@ -67,6 +67,17 @@ def _real(a) -> torch.Tensor:
     return a.real() if isinstance(a, _Bits) else a
 
 
+def _levels(spec: dict, where: str):
+    """A multi-bit activation quantizer named in the file (``engine.export.LEVELS`` only; its arguments checked as a
+    config's are), in eval mode: the engine quantizes those activations as the simulated network does."""
+    from common.quant import build_quantizer, check_quantizer_spec
+    from engine.export import LEVELS
+
+    if not isinstance(spec, dict) or spec.get("name") not in LEVELS:
+        raise UserError(f"packed model: {where}: quantizer {spec!r} is not one the engine runs ({', '.join(LEVELS)})")
+    return build_quantizer(check_quantizer_spec(dict(spec), f"packed model: {where}: quantizer")).eval()
+
+
 def _pool_args(spec: dict) -> dict:
     """A max pooling's fields in the file -> the arguments of torch's max pooling (and ``ops.or_pool2d``)."""
     return dict(kernel_size=spec["kernel"], stride=spec["stride"], padding=spec["padding"],
@@ -98,6 +109,8 @@ class _Layer:
         self.alpha = arrays.get("alpha") if w["scale"] != "none" else None
         self.packed = None
         self.w_int8 = None
+        inp = spec["input"]
+        self.levels = _levels(inp.get("quantizer"), spec.get("name")) if inp["kind"] == "quantized" else None
         self.T, self.dir = arrays.get("threshold"), arrays.get("direction")
         self.pool = spec.get("pool")
         if self.T is not None:  # bit = (k >= T) where the direction is +1, k <= T = not (k >= T + 1) where -1
@@ -257,6 +270,8 @@ class _Layer:
         if isinstance(a, _Bits) and self.kind == "binary":
             return self._binary(a, K)
         x = _real(a)
+        if self.levels is not None:  # (QNN's and DoReFa's multi-bit activations, then the float GEMM)
+            x = self.levels(x)
         if inp["kind"] == "fixed":
             from common.quant.fixed import to_fixed
 
@@ -318,6 +333,9 @@ class Engine:
         if op == "flatten":
             s, e = spec["start"], spec["end"]
             return lambda a: _Bits(a.bits.flatten(s, e), a.H) if isinstance(a, _Bits) else a.flatten(s, e)
+        if op == "quantize":
+            q = _levels(spec.get("quantizer"), spec.get("name"))
+            return lambda a: q(_real(a))
         if op == "relu":
             return lambda a: F.relu(_real(a))
         if op == "hardtanh":

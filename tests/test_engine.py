@@ -35,7 +35,7 @@ LOGIT_TOL = 1e-5
 FIXED_LOGIT_TOL = 1e-3  # fixed-point inputs: see test_shared_setting_nets_agree
 SHARED = [("bnn", "mnist_lenet5"), ("xnor", "mnist_lenet5_xnor"), ("xnor", "mnist_lenet5_bwn"),
           ("binaryconnect", "mnist_lenet5_det"), ("twn", "mnist_lenet5"), ("lowprec", "mnist_lenet5_dfxp"),
-          ("gupta", "mnist_lenet5_fl14_sr")]
+          ("gupta", "mnist_lenet5_fl14_sr"), ("qnn", "mnist_lenet5_w1a2"), ("dorefa", "mnist_lenet5_w1a2")]
 
 
 def simulate(net: nn.Sequential, x: torch.Tensor) -> dict[str, torch.Tensor]:
