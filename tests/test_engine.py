@@ -423,6 +423,23 @@ def test_bad_files_are_one_line_user_errors(tmp_path, good_file):
     _one_line_error(tmp_path / "missing.lbp", "no such file")
 
 
+@pytest.mark.parametrize("quantizer,expect", [({"name": "sign"}, "not one the engine runs"),
+                                              ("linear_quant", "not one the engine runs"),
+                                              ({"name": "linear_quant", "bits": 99}, "bits"),
+                                              ({"name": "dorefa_act", "bits": 2, "code": "x"}, "code")])
+def test_a_quantize_op_runs_only_the_named_activation_quantizers(tmp_path, quantizer, expect):
+    """A file's ``quantize`` op names a quantizer: only QNN's and DoReFa's activation quantizers, with arguments
+    checked as a config's; anything else is one line, never an object built from the file."""
+    net = nn.Sequential(nn.Flatten(), QLinear(12, 3, weight=Sign()))
+    export(net.eval(), tmp_path / "q.lbp")
+    packed = load(tmp_path / "q.lbp")
+    packed.layers.insert(0, {"op": "quantize", "name": "x", "covers": ["x"], "quantizer": quantizer})
+    write(packed, tmp_path / "bad.lbp")
+    with pytest.raises(UserError, match=expect) as e:
+        Engine(tmp_path / "bad.lbp")
+    assert "\n" not in str(e.value)
+
+
 # ------------------------------------------------------------------------------------------------ real MNIST
 
 def _trained_checkpoints() -> list[str]:
