@@ -4,20 +4,24 @@
 the data module gives it, to float32 logits. Activations travel between ops either as real float32 tensors or as
 *bits* (bool, True = +H, False = -H). Per layer:
 
-- **binary input x binary weights** (BNN, XNOR-Net's inner layers): im2col of the input bits (``F.unfold``), the
-  columns packed 64 bits a word (``engine.ops.pack_bits``; with the compiled kernel and a multiple of 8 input
-  channels, each pixel's channels are packed once and the rows copied as whole bytes, the weights packed in the same
-  (dy, dx, c) order), and the integer dot products from
-  ``engine.ops.binary_gemm`` (XNOR + popcount; exact). Then either the folded BN + sign thresholds (integer
-  comparisons, bits out, see ``engine.fold``), or the real value k * alpha * H_in (* K) + bias in float32.
-- **real input x binary / ternary weights** (BinaryConnect, BWN, TWN; the first layer of BNN): a float GEMM with
-  the +-1 (or -1/0/+1) weights, times alpha afterwards when there is one (one multiply per output, the papers'
-  promise); without alpha (BinaryConnect, BNN: H = 1) it is the very conv/linear the simulated network runs.
-- **fixed-point weights**: with a fixed-point input, an exact integer GEMM (in float64: |sum| < 2**53 checked)
-  scaled by 2^-(fl_x + fl_w), a power of two; with a real input, the float GEMM with the decoded weights q 2^-fl
-  (exact: a power-of-two scale commutes with every rounding).
+- **binary input x binary weights** (BNN, XNOR-Net's inner layers): im2col of the input bits packed 64 bits a word
+  (``engine.ops.im2col_pack``; with the compiled kernel and a multiple of 8 input channels, each pixel's channels
+  are packed once and the rows copied as whole bytes, the weights packed in the same (dy, dx, c) order), and the
+  integer dot products from ``engine.ops.binary_gemm`` (XNOR + popcount; exact). Then either the folded BN + sign
+  thresholds (integer comparisons, bits out, see ``engine.fold``), with a folded max pooling the OR / AND of the
+  window's threshold bits (``engine.ops.threshold_bits``), or the real value k * alpha * H_in (* K) + bias in
+  float32.
+- **real input x binary / ternary weights** (BinaryConnect, BWN, TWN; the first layer of BNN; QNN's and DoReFa's
+  layers after their own activation quantizer): a float GEMM with the +-1 (or -1/0/+1) weights, times alpha
+  afterwards when there is one (one multiply per output, the papers' promise); without alpha (BinaryConnect, BNN:
+  H = 1) it is the very conv/linear the simulated network runs.
+- **fixed-point weights**: with a fixed-point input, an exact integer GEMM scaled by 2^-(fl_x + fl_w), a power of
+  two: int8 x int8 -> int32 (``engine.ops.int8_gemm``) when both formats have 8 bits or fewer, else in float64
+  (|sum| < 2**53 checked); with a real input, the float GEMM with the decoded weights q 2^-fl (exact: a
+  power-of-two scale commutes with every rounding). Sung's uniform weights: the float GEMM with q * step.
 - **float weights** (first/last layers left real): the float GEMM, with +-H inputs where the input is bits.
-- batch norm, ReLU, hard tanh: torch's own float32 ops; max pooling of bits is an OR (max of +-1).
+- batch norm, ReLU, hard tanh: torch's own float32 ops; batch norm + sign of real values as float32 thresholds
+  (``engine.fold.float_sign_thresholds``); max pooling of bits is an OR (max of +-1).
 
 **Zero padding of a bit-packed input.** The simulated network pads a +-1 activation with 0, a value a bit cannot
 hold. The engine pads the bits with 0, i.e. with -1, so the popcount dot product counts every padded tap i as
