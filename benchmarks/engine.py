@@ -13,10 +13,10 @@
     the assumptions are printed and written with the numbers.
 (c) Whole networks: ``engine.Engine`` on the exported network against the simulated network itself (float32 torch,
     eval mode, no_grad) at batch 1 and 100: the shared settings' BNN, XNOR, BWN, BinaryConnect, TWN, dynamic fixed
-    point and Gupta LeNet-5, BNN and XNOR VGG-small, and the 8-bit-or-fewer post-training networks (Ristretto
-    8/8/8, Qiu 8/4, SQNR W4/A4; their formats from the committed seed-1 results) with random weights and batch-norm
-    statistics from a few random batches; with the share of the engine's time by kind of op and the share spent in
-    the popcount GEMM itself.
+    point and Gupta LeNet-5, BNN, XNOR, QNN and DoReFa VGG-small, and the 8-bit-or-fewer post-training networks
+    (Ristretto 8/8/8, Qiu 8/4, SQNR W4/A4; their formats from the committed seed-1 results) with random weights
+    and batch-norm statistics from a few random batches; with the share of the engine's time by kind of op and the
+    share spent in the popcount GEMM itself.
 (d) Sizes: the packed file of every method of the shared settings against its float32 state_dict (post-training
     methods with the per-layer formats of their committed seed-1 result), and per weight kind (binary, ternary,
     fixed, uniform) the packed weights and scales against float32 weights; the methods the engine does not cover
@@ -193,7 +193,8 @@ SETTINGS = {"mnist_lenet5": ("LeNet-5", (1, 28, 28)), "cifar10_vggsmall": ("VGG-
 TIMED = ("bnn/mnist_lenet5", "xnor/mnist_lenet5_xnor", "xnor/mnist_lenet5_bwn", "binaryconnect/mnist_lenet5_det",
          "twn/mnist_lenet5", "lowprec/mnist_lenet5_dfxp", "gupta/mnist_lenet5_fl14_sr", "bnn/cifar10_vggsmall",
          "xnor/cifar10_vggsmall_xnor", "ristretto/mnist_lenet5_8_8_8", "ristretto/cifar10_vggsmall_8_8_8",
-         "qiu/cifar10_vggsmall_dynamic_8_4", "sqnr/cifar10_vggsmall_w4a4")
+         "qiu/cifar10_vggsmall_dynamic_8_4", "sqnr/cifar10_vggsmall_w4a4", "qnn/cifar10_vggsmall_w1a2",
+         "dorefa/cifar10_vggsmall_w1a2")
 
 
 def sampled_net(config: dict, in_shape):

@@ -73,6 +73,15 @@ from engine.fileformat import Packed, read, write
 LEVELS = ("linear_quant", "dorefa_act")  # multi-bit activation quantizers the engine runs as themselves
 
 
+def level_grid(spec: dict) -> tuple[float, bool, int]:
+    """(step, signed, bits) of a ``LEVELS`` quantizer's outputs, value = code * step: QNN's LinearQuant, codes in
+    [-2^(b-1), 2^(b-1) - 1] (two's complement), step max / 2^(b-1); DoReFa's activations, codes in [0, 2^b - 1],
+    step 1 / (2^b - 1)."""
+    if spec["name"] == "linear_quant":
+        return spec["max"] / 2 ** (spec["bits"] - 1), True, spec["bits"]
+    return 1.0 / (2 ** spec["bits"] - 1), False, spec["bits"]
+
+
 class ExportSizes(NamedTuple):
     packed_bytes: int  # the packed file's size
     float32_bytes: int  # the network's state_dict (parameters and buffers) held as float32
@@ -350,8 +359,9 @@ def build(net: nn.Module) -> Packed:
                 w.add({"op": "sign", "name": name, "covers": [name], "H": H})
                 state = {"kind": "bits", "H": H}
             elif kind == "levels":
-                w.add({"op": "quantize", "name": name, "covers": [name], "quantizer": _levels_spec(m, name)})
-                state = {"kind": "real"}
+                spec = _levels_spec(m, name)
+                w.add({"op": "quantize", "name": name, "covers": [name], "quantizer": spec})
+                state = {"kind": "levels", "quantizer": spec}  # (on its grid until the next real-valued op)
         elif isinstance(m, nn.MaxPool2d):
             w.add({"op": "maxpool", "name": name, "covers": [name], **_pool_spec(m)})
         elif isinstance(m, nn.Flatten):

@@ -51,6 +51,7 @@ import torch.nn.functional as F
 from common.errors import UserError
 from engine import ops
 from engine.fileformat import Packed, read
+from engine.export import level_grid
 from engine.fold import float_threshold_ge, int_to_real
 
 
@@ -114,7 +115,12 @@ class _Layer:
         self.packed = None
         self.w_int8 = None
         inp = spec["input"]
-        self.levels = _levels(inp.get("quantizer"), spec.get("name")) if inp["kind"] == "quantized" else None
+        self.levels = self.grid = None  # k-bit activations: the quantizer to apply ("quantized"), their codes' grid
+        if inp["kind"] in ("quantized", "levels"):
+            q = _levels(inp.get("quantizer"), spec.get("name"))
+            self.levels = q if inp["kind"] == "quantized" else None
+            grid = level_grid(inp["quantizer"])
+            self.grid = grid if self.kind == "binary" and grid[2] <= 4 else None
         self.T, self.dir = arrays.get("threshold"), arrays.get("direction")
         self.pool = spec.get("pool")
         if self.T is not None:  # bit = (k >= T) where the direction is +1, k <= T = not (k >= T + 1) where -1
@@ -152,6 +158,8 @@ class _Layer:
         else:
             raise UserError(f"packed model: layer {spec.get('name')}: unknown weight kind {self.kind!r}")
         self._corr: dict[tuple[int, int], torch.Tensor] = {}
+        if self.grid is not None:  # sum_i w_i of each filter (the bit-planes' offset)
+            self._rowsum = self.w_real.reshape(self.o, -1).sum(1).to(torch.int32)
         # channels packed per pixel (C a multiple of 8, the compiled kernel built): the im2col rows are whole bytes
         # copied from the packed image, and the weights are packed once more in the same (dy, dx, c) order
         self.packed_hwc = None
@@ -208,35 +216,60 @@ class _Layer:
 
     # -------------------------------------------------------------------------------------------- paths
 
+    def _popcount_dot(self, bits: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int] | None]:
+        """The +-1 dot products of binary inputs (bool, True = +1; padding packed as -1) with the binary weights,
+        packed XNOR-popcount GEMM, exact: int32 (N, Ho Wo, O) channels last and (Ho, Wo) for a convolution, (N, O)
+        and None for a linear layer."""
+        n = bits.shape[0]
+        if not self.conv:
+            return ops.binary_gemm(ops.pack_bits(bits.reshape(n, self.k)), self.packed, self.k), None
+        s = self.spec
+        ho = (bits.shape[2] + 2 * s["padding"][0] - s["kernel"][0]) // s["stride"][0] + 1
+        wo = (bits.shape[3] + 2 * s["padding"][1] - s["kernel"][1]) // s["stride"][1] + 1
+        if self.packed_hwc is not None:  # (N L, bytes): rows of K packed bits, (dy, dx, c) order
+            a, wp = ops.im2col_pack_hwc(bits, s["kernel"], s["stride"], s["padding"]), self.packed_hwc
+        else:  # (c, dy, dx) order
+            a, wp = ops.im2col_pack(bits, s["kernel"], s["stride"], s["padding"]), self.packed
+        return ops.binary_gemm(a, wp, self.k).view(n, ho * wo, self.o), (ho, wo)
+
+    def _channels_first(self, k: torch.Tensor, hw: tuple[int, int] | None) -> torch.Tensor:
+        return k if hw is None else k.view(k.shape[0], hw[0], hw[1], self.o).permute(0, 3, 1, 2)
+
     def _binary(self, b: _Bits, K: torch.Tensor | None):
         """Binary input x binary weights: packed XNOR-popcount GEMM, exact integers."""
-        x = b.bits
-        n = x.shape[0]
-        if self.conv:
-            h, w = x.shape[2], x.shape[3]
-            s = self.spec
-            ho = (h + 2 * s["padding"][0] - s["kernel"][0]) // s["stride"][0] + 1
-            wo = (w + 2 * s["padding"][1] - s["kernel"][1]) // s["stride"][1] + 1
-            L = ho * wo
-            if self.packed_hwc is not None:  # (N L, bytes): rows of K packed bits, (dy, dx, c) order
-                a, wp = ops.im2col_pack_hwc(x, s["kernel"], s["stride"], s["padding"]), self.packed_hwc
-            else:  # (c, dy, dx) order
-                a, wp = ops.im2col_pack(x, s["kernel"], s["stride"], s["padding"]), self.packed
-            k = ops.binary_gemm(a, wp, self.k).view(n, L, self.o)  # channels last, as the GEMM gives them
-            corr = self._pad_correction((h, w))
-            if self.spec["output"] == "bits":  # threshold (and pool) channels-last, an NCHW view of the bits
-                return _Bits(self._thresholds_last(k, (ho, wo), corr), self.spec["out_H"])
-            if corr is not None:
-                k += corr
-            k = k.view(n, ho, wo, self.o).permute(0, 3, 1, 2)
-        else:
-            k = ops.binary_gemm(ops.pack_bits(x.reshape(n, self.k)), self.packed, self.k)
-            if self.spec["output"] == "bits":
-                return _Bits(self._thresholds_last(k), self.spec["out_H"])
+        k, hw = self._popcount_dot(b.bits)
+        corr = self._pad_correction(tuple(b.bits.shape[2:])) if self.conv else None
+        if self.spec["output"] == "bits":  # threshold (and pool) channels-last, an NCHW view of the bits
+            return _Bits(self._thresholds_last(k, hw, corr), self.spec["out_H"])
+        if corr is not None:
+            k += corr
+        k = self._channels_first(k, hw)
         scale = self.alpha
         if b.H != 1.0:
             scale = torch.tensor([b.H], dtype=torch.float32) if scale is None else scale * b.H
         return int_to_real(k, scale, self.bias, K)
+
+    def _planes(self, x: torch.Tensor) -> torch.Tensor:
+        """k-bit activations x binary weights (QNN, DoReFa), in bit operations: with the activation codes c = sum_j
+        coef_j b_j (coef_j = 2^j; -2^(k-1) for the top bit of a signed code), sum_i w_i c_i = sum_j coef_j
+        sum_i w_i b_ij, and sum_i w_i b_ij = (sum_i w_i + xnor_dot(2 b_j - 1, w)) / 2: one XNOR-popcount GEMM a
+        bit-plane, exact. A padded tap (code 0) has b = 0 in every plane and drops out. Then acc * step * alpha."""
+        step, signed, nbits = self.grid
+        # the codes (|c| < 2^4): x * (1 / step) is within float32 rounding of c (1/step = 2^(b-1) / max or 2^b - 1)
+        codes = torch.round(x * (1.0 / step)).to(torch.int8).view(torch.uint8) & ((1 << nbits) - 1)
+        acc, hw = None, None
+        for j in range(nbits):
+            dot, hw = self._popcount_dot(((codes >> j) & 1).bool())
+            dot += self._rowsum
+            dot >>= 1  # (even: sum_i w_i (1 + s_i))
+            if j:
+                dot <<= j
+            if signed and j == nbits - 1:
+                dot.neg_()
+            acc = dot if acc is None else acc.add_(dot)
+        scale = torch.tensor([step], dtype=torch.float32)
+        return int_to_real(self._channels_first(acc, hw), scale if self.alpha is None else scale * self.alpha,
+                           self.bias)
 
     def _fixed_int(self, x: torch.Tensor) -> torch.Tensor:
         """Fixed-point input x fixed-point weights: an exact integer GEMM, scaled once by 2^-(fl_x + fl_w). Both of
@@ -274,8 +307,10 @@ class _Layer:
         if isinstance(a, _Bits) and self.kind == "binary":
             return self._binary(a, K)
         x = _real(a)
-        if self.levels is not None:  # (QNN's and DoReFa's multi-bit activations, then the float GEMM)
+        if self.levels is not None:  # (QNN's and DoReFa's multi-bit activations)
             x = self.levels(x)
+        if self.grid is not None:
+            return self._planes(x)
         if inp["kind"] == "fixed":
             from common.quant.fixed import to_fixed
 
@@ -369,7 +404,7 @@ class Engine:
     def describe(self) -> list[str]:
         """One line per op: what it computes and in which arithmetic."""
         lines = []
-        for spec, _ in self.ops:
+        for spec, op in self.ops:
             if spec["op"] in ("conv", "linear"):
                 w, i = spec["weight"], spec["input"]["kind"]
                 binary = i in ("bits", "sign") and w["kind"] == "binary"
@@ -377,6 +412,8 @@ class Engine:
                 if spec.get("pool"):
                     out += " + max pooling of the threshold bits (OR / AND)"
                 how = ("xnor-popcount integer GEMM" + out) if binary else \
+                    f"xnor-popcount integer GEMM per bit-plane of the {op.grid[2]}-bit codes -> float32" \
+                    if op.grid is not None else \
                     (f"integer GEMM (fixed x fixed, "
                      f"{'int8 x int8 -> int32' if max(w['wl'], spec['input']['wl']) <= 8 else 'in float64'})"
                      if i == "fixed" and w["kind"] == "fixed" else

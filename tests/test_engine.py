@@ -282,6 +282,39 @@ def test_max_pooling_between_a_binary_conv_and_its_sign_is_folded(tmp_path, pool
         check_agrees(net, eng, torch.randn(batch, 3, 13, 13, generator=g))
 
 
+@pytest.mark.parametrize("act", ["qnn", "dorefa"])
+def test_k_bit_activations_times_binary_weights_by_bit_planes(tmp_path, act):
+    """QNN's 2-bit signed codes (a LinearQuant module before the layer) and DoReFa's 2-bit unsigned codes (the
+    layer's input quantizer) times +-1 / +-alpha weights, one XNOR-popcount GEMM a bit-plane: padding (code 0),
+    stride 2, odd and multiple-of-8 channel counts, a linear layer; engine = simulation."""
+    from common.quant.dorefa import DorefaAct, DorefaWeight
+    from common.quant.qnn import LinearQuant
+
+    g = torch.Generator().manual_seed(31)
+    if act == "qnn":
+        def layer(cin, cout, **kw):
+            return [LinearQuant(bits=2, max=1.0), QConv2d(cin, cout, 3, weight=Sign(), **kw)]
+    else:
+        def layer(cin, cout, **kw):
+            return [QConv2d(cin, cout, 3, weight=DorefaWeight(bits=1), input=DorefaAct(bits=2), **kw)]
+    net = nn.Sequential(*layer(3, 8, padding=1), nn.BatchNorm2d(8), nn.Hardtanh(),
+                        *layer(8, 5, padding=1, stride=2), nn.BatchNorm2d(5), nn.Hardtanh(),
+                        *layer(5, 16, padding=2), nn.Flatten())
+    n = net(torch.zeros(1, 3, 9, 9)).shape[1]
+    net = nn.Sequential(*net, QLinear(n, 4, weight=Sign())).eval()
+    randomize_bn(net, g, zero_gamma=False)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, (QConv2d, QLinear)):
+                m.weight.uniform_(-1, 1, generator=g)
+    export(net, tmp_path / "k.lbp")
+    eng = Engine(tmp_path / "k.lbp")
+    assert sum(getattr(op, "grid", None) is not None for _, op in eng.ops) == 3
+    for batch in (1, 6):
+        check_agrees(net, eng, torch.rand(batch, 3, 9, 9, generator=g) * 3 - 1,
+                     None if act == "qnn" else FIXED_LOGIT_TOL)
+
+
 def test_int8_gemm_is_exact_with_and_without_torchs_int8_kernel(monkeypatch):
     g = torch.Generator().manual_seed(8)
     for m, k, n in ((1, 1, 1), (7, 300, 5), (64, 4096, 33), (0, 8, 3)):
@@ -341,10 +374,11 @@ def test_shared_setting_nets_agree(tmp_path, paper, name):
     eng = Engine(tmp_path / "m.lbp")
     assert eng.meta["config"] == f"{paper}/{name}" and eng.meta["in_shape"] == [1, 28, 28]
     g = torch.Generator().manual_seed(1)
-    # Fixed-point inputs (Gupta, dynamic fixed point): the engine's integer sums are exact where the simulated
-    # float32 sums round, and a value within a float32 ulp of a rounding boundary of the next layer's fixed-point
-    # input moves by one step 2^-fl there; the logits then agree to FIXED_LOGIT_TOL, the predictions exactly.
-    tol = FIXED_LOGIT_TOL if paper in ("gupta", "lowprec") else None
+    # Fixed-point inputs (Gupta, dynamic fixed point) and DoReFa's codes (steps of 1/3): the engine's integer sums
+    # are exact where the simulated float32 sums round, and a value within a float32 ulp of a rounding boundary of
+    # the next layer's quantizer moves by one step there; the logits then agree to FIXED_LOGIT_TOL, the predictions
+    # exactly.
+    tol = FIXED_LOGIT_TOL if paper in ("gupta", "lowprec", "dorefa") else None
     for n in (1, 64):
         check_agrees(model.model, eng, torch.rand(n, 1, 28, 28, generator=g), tol)
     if paper in ("bnn", "xnor") and name != "mnist_lenet5_bwn":
