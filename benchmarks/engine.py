@@ -23,7 +23,7 @@
     yet are listed with the reason.
 
 Timing: after a warm-up, ``repeats`` rounds, each timing the two sides one after the other (interleaved, so load
-changes hit both), median per side. ``--quick`` (< 60 s): fewer shapes and repeats. The targets (binary GEMM >= 25x
+changes hit both), median per side; a speed-up is the median over rounds of the two sides' ratio in that round. ``--quick`` (< 60 s): fewer shapes and repeats. The targets (binary GEMM >= 25x
 float at 4096^3 on 2 threads; whole-network inference >= 5x at batch 100) are printed next to the measurements with
 the size of any miss and its likely reason.
 
@@ -77,7 +77,9 @@ def gemm_shapes(quick: bool) -> list[tuple[str, int, int, int]]:
 
 
 def side_by_side(fns: dict, repeats: int, warmup: int = 1) -> dict[str, float]:
-    """Median seconds of each function, timed in interleaved rounds after ``warmup`` rounds."""
+    """Median seconds of each function, timed in interleaved rounds after ``warmup`` rounds; with two functions, also
+    ``"ratio"``: the median over rounds of the second's time over the first's, each round's pair timed back to back,
+    so that a slow spell of the machine (it shares its host) slows both sides of a round and cancels."""
     for _ in range(warmup):
         for f in fns.values():
             f()
@@ -87,7 +89,11 @@ def side_by_side(fns: dict, repeats: int, warmup: int = 1) -> dict[str, float]:
             t = time.perf_counter()
             f()
             times[k].append(time.perf_counter() - t)
-    return {k: statistics.median(v) for k, v in times.items()}
+    out = {k: statistics.median(v) for k, v in times.items()}
+    if len(fns) == 2:
+        first, second = times.values()
+        out["ratio"] = statistics.median(b / a for a, b in zip(first, second))
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ (b) the ideal
@@ -177,7 +183,7 @@ def bench_gemms(shapes, threads: list[int], repeats: int, big_repeats: int) -> l
             macs = m * n * k
             rows.append({"layer": name, "M": m, "N": n, "K": k, "threads": t, "repeats": reps,
                          "binary_s": med["binary"], "float32_s": med["float"],
-                         "speedup": med["float"] / med["binary"],
+                         "speedup": med["ratio"],
                          "binary_gmac_s": macs / med["binary"] / 1e9, "float32_gmac_s": macs / med["float"] / 1e9})
             print(f"  {name:26s} {m:>7d} {n:>5d} {k:>5d}  {t}  {med['binary'] * 1e3:9.3f} {med['float'] * 1e3:10.3f}"
                   f"  {rows[-1]['speedup']:7.1f}x  {rows[-1]['binary_gmac_s']:8.0f} {rows[-1]['float32_gmac_s']:7.1f}",
@@ -365,7 +371,7 @@ def bench_nets(threads: list[int], batches: list[int], repeats: int) -> list[dic
                 shares = op_profile(eng, x)
                 rows.append({"network": label, "config": f"{paper}/{name}", "batch": bsz, "threads": t,
                              "repeats": reps, "engine_s": med["engine"], "float32_s": med["float"],
-                             "speedup": med["float"] / med["engine"], "gemm_share": spent[0] / total,
+                             "speedup": med["ratio"], "gemm_share": spent[0] / total,
                              "time_shares": shares, "same_predictions": same})
                 top = ", ".join(f"{k} {100 * v:.0f}%" for k, v in sorted(shares.items(), key=lambda kv: -kv[1])[:3])
                 print(f"  {label:40s} b{bsz:<4d} {t}  {med['engine'] * 1e3:9.2f} {med['float'] * 1e3:10.2f}  "
