@@ -8,6 +8,8 @@
     thread count. Both write into a preallocated C (``out=``), as BLAS benchmarks time a GEMM: a fresh output of
     64 MiB (4096^2 int32) is mapped anew by the allocator on every call, and its page faults (~40 ms here) would
     be timed as the GEMM's.
+(a2) Real inputs x ternary weights (BinaryConnect, BWN, TWN): one float GEMM with the {-1, 0, +1} weights against
+    the two GEMMs of their 0/1 bit-planes (the sign-add form), so that the engine runs the faster one.
 (b) The machine's ideal: peak binary MAC/s (1 binary MAC = 1 bit of XOR + popcount) from the vector popcount's
     throughput against peak float32 MAC/s from the FMA units' throughput, at the clock of /proc/cpuinfo (or --ghz);
     the assumptions are printed and written with the numbers.
@@ -189,6 +191,28 @@ def bench_gemms(shapes, threads: list[int], repeats: int, big_repeats: int) -> l
                   f"  {rows[-1]['speedup']:7.1f}x  {rows[-1]['binary_gmac_s']:8.0f} {rows[-1]['float32_gmac_s']:7.1f}",
                   flush=True)
         del a, b, xf, wf
+    return rows
+
+
+def bench_real_input(threads: list[int], repeats: int) -> list[dict]:
+    """Real inputs x ternary (and binary) weights, the two ways the issue names: one float GEMM with the {-1, 0, +1}
+    weights (alpha applied after the sum) against two GEMMs with the weights' 0/1 bit-planes (x P - x M: the
+    sign-add form, additions only in its second step), at the shapes of LeNet-5 conv2 and VGG-small conv4, batch 100."""
+    rows = []
+    g = torch.Generator().manual_seed(1)
+    for name, m, n, k in (("LeNet-5 conv2 (b100)", 6400, 50, 500), ("VGG-small conv4 (b100)", 25600, 64, 576)):
+        x = torch.randn(m, k, generator=g)
+        t = torch.randint(-1, 2, (n, k), generator=g).to(torch.float32)
+        plus, minus = (t > 0).float().t().contiguous(), (t < 0).float().t().contiguous()
+        tt = t.t().contiguous()
+        for th in threads:
+            torch.set_num_threads(th)
+            med = side_by_side({"one GEMM": lambda: x @ tt, "two bit-plane GEMMs": lambda: x @ plus - x @ minus},
+                               repeats)
+            rows.append({"layer": name, "M": m, "N": n, "K": k, "threads": th, "one_gemm_s": med["one GEMM"],
+                         "two_planes_s": med["two bit-plane GEMMs"], "one_gemm_speedup": med["ratio"]})
+            print(f"  {name:26s} {th}  one float GEMM {med['one GEMM'] * 1e3:8.3f} ms, two bit-plane GEMMs "
+                  f"{med['two bit-plane GEMMs'] * 1e3:8.3f} ms: the float GEMM {med['ratio']:.2f}x faster", flush=True)
     return rows
 
 
@@ -450,6 +474,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  {'layer':26s} {'M':>7s} {'N':>5s} {'K':>5s}  t  {'binary':>9s} {'float32':>10s}  {'ratio':>8s}  "
           f"{'Gbit-MAC/s':>8s} {'GMAC/s':>7s}")
     gemms = bench_gemms(gemm_shapes(args.quick), threads, repeats, big)
+    print("\n(a2) real inputs x ternary weights: one float GEMM with {-1, 0, +1} against two bit-plane GEMMs")
+    real_input = bench_real_input(threads, repeats)
 
     print("\n(b) the machine's ideal (assumptions):")
     for k, v in ide["assumptions"].items():
@@ -519,7 +545,8 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     result = {"cpu": cpu, "isa": isa, "torch": torch.__version__, "threads": threads, "repeats": repeats,
               "allocator": allocator, "quick": args.quick, "gemm": gemms, "ideal": ide,
-              "networks": nets, "sizes": sizes, "not_covered": uncovered, "targets": verdicts,
+              "real_input": real_input, "networks": nets, "sizes": sizes, "not_covered": uncovered,
+              "targets": verdicts,
               "seconds": time.perf_counter() - started,
               "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None}
     from common.results import write_text_atomic
@@ -565,6 +592,13 @@ def readme_section(result: dict) -> str:
                  + f" | ≥ {TARGET_GEMM:.0f}× |")
     lines.append(f"| binary GEMM, AlexNet conv2–5 and VGG-small conv2–6 at batch 100 ({len(big)} shapes) | "
                  + " | ".join(_span([gemm[(n, t)] for n in big if (n, t) in gemm]) for t in threads) + " | |")
+    ri = {}
+    for r in result.get("real_input", []):
+        ri.setdefault(r["threads"], []).append(r["one_gemm_speedup"])
+    if ri:
+        lines.append("| real input × ternary weights: one float GEMM against two bit-plane GEMMs (sign-add form), "
+                     "LeNet-5 conv2 and VGG-small conv4 | " + " | ".join(_span(ri.get(t, [])) for t in threads)
+                     + " | the faster one runs |")
     if ide:
         lines.append(f"| the machine's ideal (instruction throughput, `ideal` in the file) | "
                      f"{ide['ideal_speedup_issue_bound']:.1f}× (XOR + POPCNT + ADD issue bound) – "
