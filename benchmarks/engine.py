@@ -195,9 +195,9 @@ def bench_gemms(shapes, threads: list[int], repeats: int, big_repeats: int) -> l
 
 
 def bench_real_input(threads: list[int], repeats: int) -> list[dict]:
-    """Real inputs x ternary (and binary) weights, the two ways the issue names: one float GEMM with the {-1, 0, +1}
-    weights (alpha applied after the sum) against two GEMMs with the weights' 0/1 bit-planes (x P - x M: the
-    sign-add form, additions only in its second step), at the shapes of LeNet-5 conv2 and VGG-small conv4, batch 100."""
+    """Real inputs x ternary weights, two ways: one float GEMM with the {-1, 0, +1} weights (alpha applied after the
+    sum) against two GEMMs with the weights' 0/1 bit-planes (x P - x M: the sign-add form), at the shapes of LeNet-5
+    conv2 and VGG-small conv4, batch 100. (Binary weights are the case without zeros: the same GEMMs.)"""
     rows = []
     g = torch.Generator().manual_seed(1)
     for name, m, n, k in (("LeNet-5 conv2 (b100)", 6400, 50, 500), ("VGG-small conv4 (b100)", 25600, 64, 576)):

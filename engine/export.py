@@ -25,15 +25,18 @@ file described in ``engine.fileformat``. The network is walked in order; support
   step)                     (the step a float32, not a power of two)         (float32, (1,))
   ========================  ===============================================  ==========================================
 
-  ``sign_stochastic`` is stored as what it is at test time: the real weights (``eval: real``) or ``sign``.
-  A layer's ``input`` quantizer may be ``sign`` (binary input), ``sign_stochastic`` (as at test time) or ``fixed``;
-  ``dynamic_fixed`` (weights or input) is packed as the static format of its current integer length, which is what
-  it computes at test time (``fl = wl - 1 - il``, symmetric range).
+  ``sign_stochastic`` is stored as what it is at test time: the real weights (``eval: real``) or ``sign``;
+  ``dorefa_weight`` of 1 bit as ``scaled_sign`` per layer (E|W| sign(W)).
+  A layer's ``input`` quantizer may be ``sign`` (binary input), ``sign_stochastic`` (as at test time), ``fixed``, or
+  one of ``LEVELS`` (QNN's ``linear_quant``, DoReFa's ``dorefa_act``: input kind ``quantized``, the quantizer stored
+  by name and arguments, ``check_levels``); ``dynamic_fixed`` (weights or input) is packed as the static format of
+  its current integer length, which is what it computes at test time (``fl = wl - 1 - il``, symmetric range).
 - ``BatchNorm1d`` / ``BatchNorm2d`` with running statistics: float32 mean, var, gamma, beta (kept as torch computes
   it, not folded into float weights, which would change the rounding).
-- activations: ``sign`` quantizers (and ``sign_stochastic`` with ``eval: sign``) -> binary; ``ReLU``,
-  ``Hardtanh``, ``MaxPool2d``, ``Flatten``; ``Identity``, ``Dropout``, the ``float`` quantizer and
-  ``sign_stochastic`` with ``eval: real`` are nothing at test time.
+- activations: ``sign`` quantizers (and ``sign_stochastic`` with ``eval: sign``) -> binary; a ``LEVELS`` quantizer
+  -> a ``quantize`` op (the next layers' input kind ``levels`` until a real-valued op); ``ReLU``, ``Hardtanh``,
+  ``MaxPool2d``, ``Flatten``; ``Identity``, ``Dropout``, the ``float`` quantizer and ``sign_stochastic`` with
+  ``eval: real`` are nothing at test time.
 
 **Folding** (``engine.fold``): a layer with binary inputs and binary weights (any alpha) followed by [BatchNorm]
 and a sign activation is stored as one op whose output is bits: per output channel an int32 threshold T and a
@@ -48,12 +51,12 @@ torch's BN (``fold.float_sign_thresholds``). Anything else is an error naming th
 silently different network.
 
 Layer ops in the header (``layers``), each with ``covers`` (the module names it replaces) and ``arrays`` (field ->
-array name): ``conv`` / ``linear`` (``input``: {kind: real|bits|sign|fixed, H, wl, fl, span}, ``weight``: {kind:
-float|binary|ternary|fixed, scale: none|layer|filter, fl}, ``bias``, ``bias_inside`` (torch adds it inside the GEMM),
-``act_scale`` (XNOR's K), ``output``: real|bits, ``out_H``, ``pool`` (a folded max pooling, as ``maxpool``'s
-fields), shapes), ``batchnorm``, ``threshold`` (BN + sign of real values: H; arrays ``threshold`` float32,
-``direction``), ``sign`` (H), ``maxpool``,
-``relu``, ``hardtanh``, ``flatten``.
+array name): ``conv`` / ``linear`` (``input``: {kind: real|bits|sign|fixed|quantized|levels, H, wl, fl, span,
+quantizer}, ``weight``: {kind: float|binary|ternary|fixed|uniform, scale: none|layer|filter, wl, fl, bits, packed:
+codes, width}, ``bias``, ``bias_inside`` (torch adds it inside the GEMM), ``act_scale`` (XNOR's K), ``output``:
+real|bits, ``out_H``, ``pool`` (a folded max pooling, as ``maxpool``'s fields), shapes), ``batchnorm``,
+``threshold`` (BN + sign of real values: H; arrays ``threshold`` float32, ``direction``), ``quantize``
+(``quantizer``), ``sign`` (H), ``maxpool``, ``relu``, ``hardtanh``, ``flatten``.
 """
 from __future__ import annotations
 
@@ -142,9 +145,22 @@ def _levels_spec(q, where: str) -> dict:
     constructor arguments; only its deterministic test-time form (nearest rounding, no per-tensor scaling)."""
     params = [p for p in inspect.signature(type(q).__init__).parameters if p != "self"]
     spec = {"name": _quantizer_name(q), **{p: getattr(q, p) for p in params}}
+    check_levels(spec, f"engine export: {where}")
+    return spec
+
+
+def check_levels(spec, where: str) -> dict:
+    """The one check of a multi-bit activation quantizer's spec, at export and when the engine reads a file: one of
+    ``LEVELS``, its arguments valid as a config's, and its deterministic test-time form (nearest rounding, no
+    per-tensor scaling), whose outputs are on the grid ``level_grid`` gives. Returns the checked spec."""
+    from common.quant import check_quantizer_spec
+
+    if not isinstance(spec, dict) or spec.get("name") not in LEVELS:
+        raise UserError(f"{where}: quantizer {spec!r} is not one the engine runs ({', '.join(LEVELS)})")
+    spec = check_quantizer_spec(dict(spec), f"{where}: quantizer")
     if spec.get("rounding", "nearest") != "nearest" or spec.get("scale", "none") != "none":
-        raise UserError(f"engine export: {where}: {spec['name']} with stochastic rounding or per-tensor scaling is "
-                        "not supported by the engine")
+        raise UserError(f"{where}: {spec['name']} with stochastic rounding or per-tensor scaling is not supported by "
+                        "the engine")
     return spec
 
 

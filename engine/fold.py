@@ -105,8 +105,8 @@ def float_sign_thresholds(bn: nn.Module, spatial: bool, where: str) -> tuple[tor
     As for the integer thresholds, torch's own float32 batch norm is evaluated (on (1, C, 1, 1) or (1, C) tensors:
     its result for a value does not depend on where in the tensor the value sits, ``tests/test_engine.py``), and
     y -> BN(y) is monotone per channel (a multiply by a fixed factor and an add, each correctly rounded), so the
-    sign flips once: found by bisection over the 2**32 float32 values in their order, 32 evaluations for all
-    channels at once. Constant channels (gamma = 0, or a flip beyond the finite floats) are direction +1 with
+    sign flips once: found by bisection over the 2**32 float32 values in their order, at most 35 evaluations for
+    all channels at once. Constant channels (gamma = 0, or a flip beyond the finite floats) are direction +1 with
     t = -inf (always +1) or direction -1 with t = -inf (always -1)."""
     c = bn.num_features
 

@@ -101,8 +101,9 @@ void pack_b(const uint64_t* B, int64_t N, int64_t W, uint64_t* Bp) {
   });
 }
 
-// Rows of A per thread block: MC at most, a multiple of the micro-tile's rows, and a number of blocks that is a
-// multiple of the threads (so that 3 blocks do not go to 2 threads), each block as even as that allows
+// Rows of A per thread block: MC at most, a multiple of the micro-tile's rows, aiming at a number of blocks that is a
+// multiple of the threads (so that 3 blocks do not go to 2 threads; rounding to whole micro-tiles can still leave
+// fewer blocks than threads for small M)
 int64_t row_block(int64_t M, int64_t mr) {
   const int64_t t = std::max<int64_t>(1, at::get_num_threads());
   const int64_t blocks = t * ((M + t * MC - 1) / (t * MC));

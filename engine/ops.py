@@ -98,8 +98,10 @@ def pack_codes(q: torch.Tensor, width: int) -> torch.Tensor:
 
 def unpack_codes(packed: torch.Tensor, n: int, width: int) -> torch.Tensor:
     """Inverse of ``pack_codes``: the first ``n`` values, as int8."""
+    if width not in (2, 4) or type(width) is not int:
+        raise ValueError(f"packed codes: width {width!r} is not 2 or 4")
     per = 8 // width
-    if width not in (2, 4) or packed.dim() != 1 or packed.dtype != torch.uint8 or packed.numel() != -(-n // per):
+    if packed.dim() != 1 or packed.dtype != torch.uint8 or packed.numel() != -(-n // per):
         raise ValueError(f"an array of {n} packed {width}-bit codes is {-(-n // per)} bytes (uint8, one dimension)")
     mask = (1 << width) - 1
     v = torch.stack([(packed >> (width * j)) & mask for j in range(per)], dim=1).reshape(-1)[:n]

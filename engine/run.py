@@ -11,10 +11,12 @@ the data module gives it, to float32 logits. Activations travel between ops eith
   thresholds (integer comparisons, bits out, see ``engine.fold``), with a folded max pooling the OR / AND of the
   window's threshold bits (``engine.ops.threshold_bits``), or the real value k * alpha * H_in (* K) + bias in
   float32.
-- **real input x binary / ternary weights** (BinaryConnect, BWN, TWN; the first layer of BNN; QNN's and DoReFa's
-  layers after their own activation quantizer): a float GEMM with the +-1 (or -1/0/+1) weights, times alpha
-  afterwards when there is one (one multiply per output, the papers' promise); without alpha (BinaryConnect, BNN:
-  H = 1) it is the very conv/linear the simulated network runs.
+- **real input x binary / ternary weights** (BinaryConnect, BWN, TWN; the first layer of BNN): a float GEMM with the
+  +-1 (or -1/0/+1) weights, times alpha afterwards when there is one (one multiply per output, the papers'
+  promise); without alpha (BinaryConnect, BNN: H = 1) it is the very conv/linear the simulated network runs.
+- **k-bit activations x binary weights** (QNN's and DoReFa's layers, codes of 4 bits or fewer, after their own
+  activation quantizer): one XNOR-popcount GEMM per bit-plane of the codes (``_Layer._planes``), exact integers
+  times step * alpha once.
 - **fixed-point weights**: with a fixed-point input, an exact integer GEMM scaled by 2^-(fl_x + fl_w), a power of
   two: int8 x int8 -> int32 (``engine.ops.int8_gemm``) when both formats have 8 bits or fewer, else in float64
   (|sum| < 2**53 checked); with a real input, the float GEMM with the decoded weights q 2^-fl (exact: a
@@ -73,20 +75,27 @@ def _real(a) -> torch.Tensor:
 
 
 def _levels(spec: dict, where: str):
-    """A multi-bit activation quantizer named in the file (``engine.export.LEVELS`` only; its arguments checked as a
-    config's are), in eval mode: the engine quantizes those activations as the simulated network does."""
-    from common.quant import build_quantizer, check_quantizer_spec
-    from engine.export import LEVELS
+    """A multi-bit activation quantizer named in the file (``engine.export.check_levels``: only those the engine
+    runs, in their deterministic form, arguments checked as a config's), built in eval mode, and its checked spec."""
+    from common.quant import build_quantizer
+    from engine.export import check_levels
 
-    if not isinstance(spec, dict) or spec.get("name") not in LEVELS:
-        raise UserError(f"packed model: {where}: quantizer {spec!r} is not one the engine runs ({', '.join(LEVELS)})")
-    return build_quantizer(check_quantizer_spec(dict(spec), f"packed model: {where}: quantizer")).eval()
+    spec = check_levels(spec, f"packed model: {where}")
+    return build_quantizer(spec).eval(), spec
 
 
-def _pool_args(spec: dict) -> dict:
-    """A max pooling's fields in the file -> the arguments of torch's max pooling (and ``ops.or_pool2d``)."""
-    return dict(kernel_size=spec["kernel"], stride=spec["stride"], padding=spec["padding"],
-                dilation=spec["dilation"], ceil_mode=spec["ceil_mode"])
+def _pool_args(spec: dict, where: str) -> dict:
+    """A max pooling's fields in the file, checked (pairs of integers: kernel, stride, dilation >= 1, 0 <= padding <=
+    kernel / 2; ceil_mode a bool) -> the arguments of torch's max pooling (and ``ops.or_pool2d``)."""
+    def pair(key: str, lo: int) -> list[int]:
+        v = spec.get(key) if isinstance(spec, dict) else None
+        if not (isinstance(v, list) and len(v) == 2 and all(type(i) is int and i >= lo for i in v)):
+            raise UserError(f"packed model: {where}: pooling {key} must be two integers >= {lo}, got {v!r}")
+        return v
+    kernel, stride, padding, dilation = pair("kernel", 1), pair("stride", 1), pair("padding", 0), pair("dilation", 1)
+    if any(2 * p > k for p, k in zip(padding, kernel)) or not isinstance(spec.get("ceil_mode"), bool):
+        raise UserError(f"packed model: {where}: pooling padding above half the kernel, or ceil_mode not a bool")
+    return dict(kernel_size=kernel, stride=stride, padding=padding, dilation=dilation, ceil_mode=spec["ceil_mode"])
 
 
 def _one_row(a: torch.Tensor, n: int) -> torch.Tensor:
@@ -117,12 +126,12 @@ class _Layer:
         inp = spec["input"]
         self.levels = self.grid = None  # k-bit activations: the quantizer to apply ("quantized"), their codes' grid
         if inp["kind"] in ("quantized", "levels"):
-            q = _levels(inp.get("quantizer"), spec.get("name"))
+            q, checked = _levels(inp.get("quantizer"), spec.get("name"))
             self.levels = q if inp["kind"] == "quantized" else None
-            grid = level_grid(inp["quantizer"])
+            grid = level_grid(checked)
             self.grid = grid if self.kind == "binary" and grid[2] <= 4 else None
         self.T, self.dir = arrays.get("threshold"), arrays.get("direction")
-        self.pool = spec.get("pool")
+        self.pool = _pool_args(spec["pool"], spec.get("name")) if spec.get("pool") is not None else None
         if self.T is not None:  # bit = (k >= T) where the direction is +1, k <= T = not (k >= T + 1) where -1
             self._down = self.dir < 0
             self._T_ge = torch.where(self._down, self.T + 1, self.T).to(torch.int32)
@@ -150,6 +159,9 @@ class _Layer:
                 raise UserError(f"packed model: layer {spec.get('name')}: unknown packing {w['packed']!r}")
             if self.kind == "fixed":
                 self.w_real = (self.w_int.double() * 2.0 ** -w["fl"]).float()  # exact: q 2^-fl
+                if type(w["wl"]) is not int or tuple(self.w_int.shape) != self.shape:
+                    raise ValueError(f"fixed-point weights: wl {w['wl']!r} and shape {tuple(self.w_int.shape)} against "
+                                     f"weight_shape {self.shape}")
                 if w["wl"] <= 8:  # (K, O) int8 in (dy, dx, c) order, for the int8 GEMM (inputs of <= 8 bits)
                     w8 = self.w_int.permute(0, 2, 3, 1) if self.conv else self.w_int
                     self.w_int8 = w8.reshape(self.o, -1).t().to(torch.int8).contiguous()
@@ -185,10 +197,9 @@ class _Layer:
         not any k >= T + 1) for -1. Returns bool (N, O, Ho, Wo) (a channels-last view), or (N, O)."""
         if hw is None:
             return ops.threshold_bits(k.view(-1, 1, 1, self.o), None, self._T_ge, self._down).reshape(-1, self.o)
-        pool = _pool_args(self.pool) if self.pool is not None else None
         return ops.threshold_bits(k.view(-1, hw[0], hw[1], self.o),
                                   None if corr is None else corr.view(hw[0], hw[1], self.o), self._T_ge, self._down,
-                                  pool)
+                                  self.pool)
 
     def _pad_correction(self, hw: tuple[int, int]) -> torch.Tensor | None:
         """sum of w_i over the padded taps of each output position, (Ho Wo, O) int32, channels last as the GEMM's
@@ -224,13 +235,17 @@ class _Layer:
         if not self.conv:
             return ops.binary_gemm(ops.pack_bits(bits.reshape(n, self.k)), self.packed, self.k), None
         s = self.spec
-        ho = (bits.shape[2] + 2 * s["padding"][0] - s["kernel"][0]) // s["stride"][0] + 1
-        wo = (bits.shape[3] + 2 * s["padding"][1] - s["kernel"][1]) // s["stride"][1] + 1
+        ho, wo = self._out_hw(bits)
         if self.packed_hwc is not None:  # (N L, bytes): rows of K packed bits, (dy, dx, c) order
             a, wp = ops.im2col_pack_hwc(bits, s["kernel"], s["stride"], s["padding"]), self.packed_hwc
         else:  # (c, dy, dx) order
             a, wp = ops.im2col_pack(bits, s["kernel"], s["stride"], s["padding"]), self.packed
         return ops.binary_gemm(a, wp, self.k).view(n, ho * wo, self.o), (ho, wo)
+
+    def _out_hw(self, x: torch.Tensor) -> tuple[int, int]:
+        """The convolution's output size on an input (N, C, H, W)."""
+        s = self.spec
+        return tuple((x.shape[2 + i] + 2 * s["padding"][i] - s["kernel"][i]) // s["stride"][i] + 1 for i in (0, 1))
 
     def _channels_first(self, k: torch.Tensor, hw: tuple[int, int] | None) -> torch.Tensor:
         return k if hw is None else k.view(k.shape[0], hw[0], hw[1], self.o).permute(0, 3, 1, 2)
@@ -280,9 +295,9 @@ class _Layer:
         if self.w_int8 is not None and inp["wl"] <= 8:
             q = torch.round(x * 2.0 ** inp["fl"]).to(torch.int8)  # exact: x is on the grid, a power-of-two scale
             if self.conv:
-                ho = (x.shape[2] + 2 * s["padding"][0] - s["kernel"][0]) // s["stride"][0] + 1
+                ho, wo = self._out_hw(x)
                 acc = ops.int8_gemm(ops.im2col_int8(q, s["kernel"], s["stride"], s["padding"]), self.w_int8)
-                acc = acc.view(x.shape[0], ho, -1, self.o).permute(0, 3, 1, 2)
+                acc = acc.view(x.shape[0], ho, wo, self.o).permute(0, 3, 1, 2)
             else:
                 acc = ops.int8_gemm(q, self.w_int8)
             y = (acc.double() * scale).float()
@@ -346,6 +361,9 @@ class Engine:
                 self.ops.append((spec, self._op(spec, arrays)))
             except KeyError as e:
                 raise UserError(f"packed model {self.path}: layer {i} ({spec.get('op')}) lacks {e}") from None
+            except (TypeError, ValueError, RuntimeError, IndexError, ZeroDivisionError) as e:  # (a crafted file)
+                msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+                raise UserError(f"packed model {self.path}: layer {i} ({spec.get('op')}) is malformed: {msg}") from None
 
     def _op(self, spec: dict, arr: dict):
         op = spec["op"]
@@ -355,14 +373,17 @@ class Engine:
             mean, var, w, b, eps = arr["mean"], arr["var"], arr.get("weight"), arr.get("bias"), spec["eps"]
             return lambda a: F.batch_norm(_real(a), mean, var, w, b, False, 0.0, eps)
         if op == "threshold":  # BN + sign of real values: (y >= t_ge) XOR down per channel
-            t_ge, down, H = *float_threshold_ge(arr["threshold"], arr["direction"]), spec["H"]
+            t, d = arr["threshold"], arr["direction"]
+            if t.dtype != torch.float32 or t.dim() != 1 or d.shape != t.shape:
+                raise ValueError("threshold and direction must be float32 and int8 arrays of one length")
+            t_ge, down, H = *float_threshold_ge(t, d), spec["H"]
 
             return lambda a: _Bits(ops.threshold_real(_real(a), t_ge, down), H)
         if op == "sign":
             H = spec["H"]
             return lambda a: _Bits(a.bits, H) if isinstance(a, _Bits) else _Bits(a >= 0, H)
         if op == "maxpool":
-            kw = _pool_args(spec)
+            kw = _pool_args(spec, spec.get("name"))
 
             def pool(a):
                 if isinstance(a, _Bits):  # max of +-H values: the OR of the bits (padding never counts)
@@ -373,7 +394,7 @@ class Engine:
             s, e = spec["start"], spec["end"]
             return lambda a: _Bits(a.bits.flatten(s, e), a.H) if isinstance(a, _Bits) else a.flatten(s, e)
         if op == "quantize":
-            q = _levels(spec.get("quantizer"), spec.get("name"))
+            q = _levels(spec.get("quantizer"), spec.get("name"))[0]
             return lambda a: q(_real(a))
         if op == "relu":
             return lambda a: F.relu(_real(a))
@@ -388,8 +409,12 @@ class Engine:
         each op's output under the name of the last simulated module it covers (bits as +-H)."""
         a = x.to(torch.float32)
         seen = []
-        for spec, fn in self.ops:
-            a = fn(a)
+        for i, (spec, fn) in enumerate(self.ops):
+            try:
+                a = fn(a)
+            except RuntimeError as e:  # (shapes of a file that do not chain, or do not fit the input)
+                raise UserError(f"packed model {self.path}: layer {i} ({spec.get('op')}) cannot run on its input: "
+                                f"{str(e).splitlines()[0]}") from None
             if trace:
                 seen.append((spec["covers"][-1], _real(a), isinstance(a, _Bits)))
         out = _real(a)
@@ -414,8 +439,8 @@ class Engine:
                 how = ("xnor-popcount integer GEMM" + out) if binary else \
                     f"xnor-popcount integer GEMM per bit-plane of the {op.grid[2]}-bit codes -> float32" \
                     if op.grid is not None else \
-                    (f"integer GEMM (fixed x fixed, "
-                     f"{'int8 x int8 -> int32' if max(w['wl'], spec['input']['wl']) <= 8 else 'in float64'})"
+                    (f"integer GEMM (fixed x fixed, {'int8 x int8 -> int32' if op.w_int8 is not None and "
+                     f"spec['input']['wl'] <= 8 else 'in float64'})"
                      if i == "fixed" and w["kind"] == "fixed" else
                      f"float GEMM ({w['kind']} weights{', x alpha' if w['scale'] != 'none' else ''})")
                 lines.append(f"{'+'.join(spec['covers'])}: {spec['op']} {spec['in_ch']}->{spec['out_ch']}, "

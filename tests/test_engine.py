@@ -189,9 +189,10 @@ def test_float_thresholds_reproduce_bn_sign_of_real_values_exactly(spatial):
     randomize_bn(bn, g)
     with torch.no_grad():
         bn.weight[1] = -bn.weight[1].abs()
-        bn.weight[2], bn.bias[2] = 1e-30, 1.0  # +1 everywhere but at y < -1e30 / scale ~ never among finite floats
+        bn.weight[2], bn.bias[2] = 1e-30, 1e10  # the flip lies beyond the finite floats: +1 everywhere
     t, d = float_sign_thresholds(bn, spatial, "test")
     assert t.dtype == torch.float32 and int(d[1]) == -1
+    assert float(t[2]) == float("-inf") and int(d[2]) == 1
     t_ge, down = float_threshold_ge(t, d)
     inf = torch.tensor(float("inf"))
     near = torch.stack([t, torch.nextafter(t, inf), torch.nextafter(t, -inf)]).nan_to_num(0.0, 3e38, -3e38)
@@ -457,7 +458,43 @@ def test_bad_files_are_one_line_user_errors(tmp_path, good_file):
     _one_line_error(tmp_path / "missing.lbp", "no such file")
 
 
+@pytest.mark.parametrize("field,value,expect", [("pool", {}, "pooling kernel"),
+                                                ("pool", {"kernel": [2, 2], "stride": [0, 0], "padding": [0, 0],
+                                                          "dilation": [1, 1], "ceil_mode": False}, "pooling stride"),
+                                                ("pool", [2, 2], "pooling kernel"),
+                                                ("weight_shape", [5, 3, 9], "malformed"),
+                                                ("width", 0, "width 0 is not 2 or 4")])
+def test_crafted_layer_fields_are_one_line_errors(tmp_path, field, value, expect):
+    """Fields a file's header gives a layer are checked when the file is loaded: a bad pooling, shape or packing
+    width is one line naming the layer, never a traceback at run time."""
+    g = torch.Generator().manual_seed(3)
+    if field == "width":
+        net = nn.Sequential(QLinear(30, 5, weight=Fixed(wl=4, fl=3)))
+    else:
+        net = nn.Sequential(QConv2d(3, 8, 3, padding=1, weight=Sign()), nn.BatchNorm2d(8), Sign(ste="htanh"),
+                            QConv2d(8, 5, 3, padding=1, weight=Sign()), nn.MaxPool2d(2), nn.BatchNorm2d(5),
+                            Sign(ste="htanh"))
+    randomize_bn(net, g)
+    export(net.eval(), tmp_path / "ok.lbp")
+    packed = load(tmp_path / "ok.lbp")
+    layer = [lay for lay in packed.layers if lay["op"] in ("conv", "linear")][-1]
+    (layer["weight"] if field == "width" else layer)[field] = value
+    write(packed, tmp_path / "bad.lbp")
+    with pytest.raises(UserError, match=expect) as e:
+        Engine(tmp_path / "bad.lbp")
+    assert "\n" not in str(e.value)
+
+
+def test_an_input_the_network_cannot_take_is_one_line(tmp_path):
+    export(tiny_binary_net(1, 1, False, "sign", torch.Generator().manual_seed(2)), tmp_path / "t.lbp")
+    with pytest.raises(UserError, match=r"layer \d+ \(\w+\) cannot run on its input") as e:
+        Engine(tmp_path / "t.lbp")(torch.zeros(2, 5, 13, 13))  # 5 channels where the first layer takes 3
+    assert "\n" not in str(e.value)
+
+
 @pytest.mark.parametrize("quantizer,expect", [({"name": "sign"}, "not one the engine runs"),
+                                              ({"name": "linear_quant", "bits": 2, "rounding": "stochastic"},
+                                               "stochastic rounding"),
                                               ("linear_quant", "not one the engine runs"),
                                               ({"name": "linear_quant", "bits": 99}, "bits"),
                                               ({"name": "dorefa_act", "bits": 2, "code": "x"}, "code")])
