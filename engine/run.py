@@ -436,11 +436,11 @@ class Engine:
                 out = " + folded BN/sign thresholds" if spec["output"] == "bits" else " -> float32"
                 if spec.get("pool"):
                     out += " + max pooling of the threshold bits (OR / AND)"
+                int8 = op.w_int8 is not None and i == "fixed" and spec["input"]["wl"] <= 8
                 how = ("xnor-popcount integer GEMM" + out) if binary else \
                     f"xnor-popcount integer GEMM per bit-plane of the {op.grid[2]}-bit codes -> float32" \
                     if op.grid is not None else \
-                    (f"integer GEMM (fixed x fixed, {'int8 x int8 -> int32' if op.w_int8 is not None and "
-                     f"spec['input']['wl'] <= 8 else 'in float64'})"
+                    (f"integer GEMM (fixed x fixed, {'int8 x int8 -> int32' if int8 else 'in float64'})"
                      if i == "fixed" and w["kind"] == "fixed" else
                      f"float GEMM ({w['kind']} weights{', x alpha' if w['scale'] != 'none' else ''})")
                 lines.append(f"{'+'.join(spec['covers'])}: {spec['op']} {spec['in_ch']}->{spec['out_ch']}, "
