@@ -310,7 +310,7 @@ def _layer(name: str, m: nn.Module, state: dict) -> tuple[dict, dict]:
     return spec, arrays
 
 
-def _binary_path(spec: dict) -> bool:
+def binary_path(spec: dict) -> bool:
     """Binary input (bits, or its own sign) and binary weights: the XNOR / popcount product."""
     return spec["input"]["kind"] in ("bits", "sign") and spec["weight"]["kind"] == "binary"
 
@@ -336,7 +336,7 @@ def build(net: nn.Module) -> Packed:
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             spec, arrays = _layer(name, m, state)
             j, bn = i + 1, None
-            if _binary_path(spec) and not spec["act_scale"]:
+            if binary_path(spec) and not spec["act_scale"]:
                 scale = _int_scale(spec, arrays.get("alpha"), spec["input"]["H"])
                 pool = None
                 if (spec["op"] == "conv" and j < len(mods) and isinstance(mods[j][1], nn.MaxPool2d)

@@ -53,7 +53,7 @@ import torch.nn.functional as F
 from common.errors import UserError
 from engine import ops
 from engine.fileformat import Packed, read
-from engine.export import level_grid
+from engine.export import binary_path, level_grid
 from engine.fold import float_threshold_ge, int_to_real
 
 
@@ -179,6 +179,19 @@ class _Layer:
             o, c, kh, kw = self.shape
             bits = ops.unpack_bits(self.packed, self.k).view(o, c, kh, kw).permute(0, 2, 3, 1).reshape(o, self.k)
             self.packed_hwc = ops.pack_bits(bits)
+        self.path = self._path()
+
+    def _path(self) -> str:
+        """Which arithmetic the layer runs in, decided once from its spec (``__call__`` dispatches on it,
+        ``Engine.describe`` names it)."""
+        inp = self.spec["input"]
+        if binary_path(self.spec):
+            return "binary"
+        if self.grid is not None:
+            return "planes"
+        if inp["kind"] == "fixed" and self.kind == "fixed" and not self.spec["act_scale"]:
+            return "int8" if self.w_int8 is not None and inp["wl"] <= 8 else "int_f64"
+        return "float"
 
     # -------------------------------------------------------------------------------------------- helpers
 
@@ -319,18 +332,20 @@ class _Layer:
             a = _Bits(x_real >= 0, inp["H"]) if not isinstance(a, _Bits) else _Bits(a.bits, inp["H"])
         else:
             K = self._scale_K(_real(a)) if self.spec["act_scale"] else None
-        if isinstance(a, _Bits) and self.kind == "binary":
+        if self.path == "binary":
+            if not isinstance(a, _Bits):
+                raise ValueError("a binary-input layer received real values")
             return self._binary(a, K)
         x = _real(a)
         if self.levels is not None:  # (QNN's and DoReFa's multi-bit activations)
             x = self.levels(x)
-        if self.grid is not None:
+        if self.path == "planes":
             return self._planes(x)
         if inp["kind"] == "fixed":
             from common.quant.fixed import to_fixed
 
             x = to_fixed(x, inp["wl"], inp["fl"], inp["rounding"], inp["span"])
-            if self.kind == "fixed" and not self.spec["act_scale"]:
+            if self.path in ("int8", "int_f64"):
                 return self._fixed_int(x)
         post_scale = self.alpha is not None
         if self.spec["bias_inside"] and not post_scale and K is None:
@@ -432,17 +447,16 @@ class Engine:
         for spec, op in self.ops:
             if spec["op"] in ("conv", "linear"):
                 w, i = spec["weight"], spec["input"]["kind"]
-                binary = i in ("bits", "sign") and w["kind"] == "binary"
                 out = " + folded BN/sign thresholds" if spec["output"] == "bits" else " -> float32"
                 if spec.get("pool"):
                     out += " + max pooling of the threshold bits (OR / AND)"
-                int8 = op.w_int8 is not None and i == "fixed" and spec["input"]["wl"] <= 8
-                how = ("xnor-popcount integer GEMM" + out) if binary else \
-                    f"xnor-popcount integer GEMM per bit-plane of the {op.grid[2]}-bit codes -> float32" \
-                    if op.grid is not None else \
-                    (f"integer GEMM (fixed x fixed, {'int8 x int8 -> int32' if int8 else 'in float64'})"
-                     if i == "fixed" and w["kind"] == "fixed" else
-                     f"float GEMM ({w['kind']} weights{', x alpha' if w['scale'] != 'none' else ''})")
+                how = {"binary": "xnor-popcount integer GEMM" + out,
+                       "planes": f"xnor-popcount integer GEMM per bit-plane of the {op.grid[2] if op.grid else 0}-bit "
+                                 "codes -> float32",
+                       "int8": "integer GEMM (fixed x fixed, int8 x int8 -> int32)",
+                       "int_f64": "integer GEMM (fixed x fixed, in float64)",
+                       "float": f"float GEMM ({w['kind']} weights{', x alpha' if w['scale'] != 'none' else ''})",
+                       }[op.path]
                 lines.append(f"{'+'.join(spec['covers'])}: {spec['op']} {spec['in_ch']}->{spec['out_ch']}, "
                              f"input {i}, weights {w['kind']}/{w['scale']}: {how}")
             elif spec["op"] == "threshold":
