@@ -285,19 +285,13 @@ def _input_spec(name: str, m: nn.Module, state: dict) -> dict:
     raise UserError(f"engine export: {name}: input quantizer {qname!r} is not supported by the engine yet")
 
 
-def _int_scale(spec: dict, alpha: torch.Tensor | None, h_in: float) -> torch.Tensor | None:
-    """The float factor of a binary layer's integer accumulator: alpha * H_in (None when it is exactly 1)."""
-    s = alpha if spec["weight"]["scale"] != "none" else None
-    if h_in != 1.0:
-        s = torch.tensor([h_in], dtype=torch.float32) if s is None else s * h_in
-    return s
-
-
 def _layer(name: str, m: nn.Module, state: dict) -> tuple[dict, dict]:
     conv = isinstance(m, nn.Conv2d)
     if conv:
-        if m.groups != 1 or tuple(m.dilation) != (1, 1) or m.padding_mode != "zeros" or isinstance(m.padding, str):
-            raise UserError(f"engine export: {name}: only groups=1, dilation=1, numeric zero padding convolutions")
+        if m.groups != 1 or tuple(m.dilation) != (1, 1) or m.padding_mode != "zeros" or isinstance(m.padding, str) \
+                or any(p > k for p, k in zip(m.padding, m.kernel_size)):
+            raise UserError(f"engine export: {name}: only groups=1, dilation=1 convolutions with numeric zero padding "
+                            "of at most the kernel")
         spec = {"op": "conv", "in_ch": m.in_channels, "out_ch": m.out_channels, "kernel": list(m.kernel_size),
                 "stride": list(m.stride), "padding": list(m.padding)}
     else:
@@ -337,7 +331,7 @@ def build(net: nn.Module) -> Packed:
             spec, arrays = _layer(name, m, state)
             j, bn = i + 1, None
             if binary_path(spec) and not spec["act_scale"]:
-                scale = _int_scale(spec, arrays.get("alpha"), spec["input"]["H"])
+                scale = fold.int_scale(arrays.get("alpha"), spec["input"]["H"])  # (alpha: None when scale is none)
                 pool = None
                 if (spec["op"] == "conv" and j < len(mods) and isinstance(mods[j][1], nn.MaxPool2d)
                         and (scale is None or bool((scale >= 0).all()))):

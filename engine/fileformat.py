@@ -146,9 +146,13 @@ def read(path: Path) -> Packed:
         except (KeyError, TypeError, ValueError):
             raise bad(f"corrupt header (array {name!r})") from None
     for i, layer in enumerate(header["layers"]):
-        if not isinstance(layer, dict) or not isinstance(layer.get("op"), str):
+        refs = layer.get("arrays", {}) if isinstance(layer, dict) else None
+        if not isinstance(layer.get("op") if refs is not None else None, str) or not isinstance(refs, dict):
             raise bad(f"corrupt header (layer {i})")
-        for key, ref in layer.get("arrays", {}).items():
-            if ref not in arrays:
+        for key, ref in refs.items():
+            if not isinstance(ref, str) or ref not in arrays:
                 raise bad(f"corrupt header (layer {i} names a missing array {ref!r})")
-    return Packed(layers=header["layers"], arrays=arrays, meta=header.get("meta") or {})
+    meta = header.get("meta", {})
+    if not isinstance(meta, dict):
+        raise bad("corrupt header (meta is not an object)")
+    return Packed(layers=header["layers"], arrays=arrays, meta=meta)

@@ -28,6 +28,14 @@ from torch import nn
 from common.errors import UserError
 
 
+def int_scale(alpha: torch.Tensor | None, h_in: float) -> torch.Tensor | None:
+    """The float factor of a binary layer's integer accumulator: alpha * H_in (None when it is exactly 1), for
+    ``int_to_real``: the exporter's folding and the engine's run take it from here alike."""
+    if h_in != 1.0:
+        return torch.tensor([h_in], dtype=torch.float32) if alpha is None else alpha * h_in
+    return alpha
+
+
 def int_to_real(k: torch.Tensor, scale: torch.Tensor | None, bias: torch.Tensor | None,
                 K: torch.Tensor | None = None) -> torch.Tensor:
     """The float32 value the engine gives an integer accumulator: ((k * scale) * K) + bias, each step skipped when
@@ -79,11 +87,11 @@ def sign_thresholds(fan_in: int, out_ch: int, scale: torch.Tensor | None, bias: 
     return T, d
 
 
-def apply_thresholds(k: torch.Tensor, T: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-    """bool bits (True = +1) of an integer accumulator (N, C, ...) against per-channel thresholds."""
-    shape = [1, -1] + [1] * (k.dim() - 2)
-    T, up = T.view(shape), (d > 0).view(shape)
-    return torch.where(up, k >= T, k <= T)
+def threshold_ge(T: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(T_ge int32, down bool) for one comparison per channel: the bit of an integer k is (k >= T_ge) XOR down, where
+    direction -1 compares with T + 1 (k <= T is not k >= T + 1; T + 1 kept within int32: no int32 k reaches it)."""
+    down = d < 0
+    return torch.where(down, T.long() + 1, T.long()).clamp(max=2**31 - 1).int(), down
 
 
 # ------------------------------------------------------------------------------------------------ real inputs

@@ -418,6 +418,19 @@ torch::Tensor binary_gemm(torch::Tensor a, torch::Tensor b, int64_t k, int64_t i
 
 // ------------------------------------------------------------------------------------------------ im2col + pack
 
+// The geometry of a kernel kh x kw, stride sh x sw, zero padding ph x pw (at most the kernel) on an H x W image: the
+// padded size and the output size, checked (a file's layer is checked on load too; this guards every kernel below).
+struct Geometry { int64_t Hp, Wp, Ho, Wo; };
+Geometry geometry(const char* who, int64_t H, int64_t W, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph,
+                  int64_t pw) {
+  constexpr int64_t LIMIT = int64_t(1) << 24;  // no image side, kernel or stride of a real network comes near
+  TORCH_CHECK(kh >= 1 && kw >= 1 && sh >= 1 && sw >= 1 && ph >= 0 && pw >= 0 && ph <= kh && pw <= kw && kh <= LIMIT &&
+              kw <= LIMIT && sh <= LIMIT && sw <= LIMIT && H <= LIMIT && W <= LIMIT, who, ": bad geometry");
+  const int64_t Hp = H + 2 * ph, Wp = W + 2 * pw;
+  TORCH_CHECK(Hp >= kh && Wp >= kw, who, ": kernel larger than the padded image");
+  return {Hp, Wp, (Hp - kh) / sh + 1, (Wp - kw) / sw + 1};
+}
+
 // The packed im2col rows of a binary image: x (N, C, H, W) bool / uint8 0-1 (True = +1), kernel kh x kw, stride,
 // zero padding (packed as bit 0, i.e. -1, as engine/run.py's torch path does) -> uint8 (N * Ho * Wo, padded_bytes(K)),
 // K = C kh kw in F.unfold's order (c, dy, dx), row (n, oy, ox), little bit order, rows padded with 0 bits: the very
@@ -426,12 +439,11 @@ torch::Tensor binary_gemm(torch::Tensor a, torch::Tensor b, int64_t k, int64_t i
 torch::Tensor im2col_pack(torch::Tensor x, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw) {
   TORCH_CHECK(x.device().is_cpu() && x.dim() == 4 && (x.scalar_type() == torch::kBool || x.scalar_type() == torch::kUInt8),
               "im2col_pack: a bool (N, C, H, W) CPU tensor expected");
-  TORCH_CHECK(kh >= 1 && kw >= 1 && kw <= 56 && sh >= 1 && sw >= 1 && ph >= 0 && pw >= 0, "im2col_pack: bad geometry");
+  TORCH_CHECK(kw <= 56, "im2col_pack: kernel width above 56");
   x = x.contiguous();
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), Wd = x.size(3);
-  const int64_t Hp = H + 2 * ph, Wp = Wd + 2 * pw;
-  TORCH_CHECK(Hp >= kh && Wp >= kw, "im2col_pack: kernel larger than the padded image");
-  const int64_t Ho = (Hp - kh) / sh + 1, Wo = (Wp - kw) / sw + 1;
+  const Geometry g = geometry("im2col_pack", H, Wd, kh, kw, sh, sw, ph, pw);
+  const int64_t Hp = g.Hp, Wp = g.Wp, Ho = g.Ho, Wo = g.Wo;
   const int64_t rb = (Wp + 7) / 8 + 8;  // bytes of a padded bit row, with slack for 64-bit window reads
   const int64_t K = C * kh * kw, words = (K + 63) / 64;
   std::vector<uint8_t> img(static_cast<size_t>(N * C * Hp * rb), 0);
@@ -510,11 +522,10 @@ torch::Tensor im2col_pack_hwc(torch::Tensor x, int64_t kh, int64_t kw, int64_t s
   TORCH_CHECK(x.device().is_cpu() && x.dim() == 4 && x.scalar_type() == torch::kBool,
               "im2col_pack_hwc: a bool (N, C, H, W) CPU tensor expected");
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), Wd = x.size(3);
-  TORCH_CHECK(C % 8 == 0 && kh >= 1 && kw >= 1 && sh >= 1 && sw >= 1 && ph >= 0 && pw >= 0,
-              "im2col_pack_hwc: bad geometry (channels must be a multiple of 8)");
-  const int64_t Hp = H + 2 * ph, Wp = Wd + 2 * pw, Cb = C / 8;
-  TORCH_CHECK(Hp >= kh && Wp >= kw, "im2col_pack_hwc: kernel larger than the padded image");
-  const int64_t Ho = (Hp - kh) / sh + 1, Wo = (Wp - kw) / sw + 1;
+  TORCH_CHECK(C % 8 == 0, "im2col_pack_hwc: channels must be a multiple of 8");
+  const Geometry g = geometry("im2col_pack_hwc", H, Wd, kh, kw, sh, sw, ph, pw);
+  const int64_t Hp = g.Hp, Wp = g.Wp, Ho = g.Ho, Wo = g.Wo;
+  const int64_t Cb = C / 8;
   const int64_t K = kh * kw * C, words = (K + 63) / 64;
   std::vector<uint8_t> img(static_cast<size_t>(N * Hp * Wp * Cb), 0);
   uint8_t* pimg = img.data();
@@ -566,10 +577,8 @@ torch::Tensor im2col_int8_hwc(torch::Tensor x, int64_t kh, int64_t kw, int64_t s
   TORCH_CHECK(x.device().is_cpu() && x.dim() == 4 && x.scalar_type() == torch::kInt8 && x.is_contiguous(),
               "im2col_int8_hwc: a contiguous int8 (N, H, W, C) CPU tensor expected");
   const int64_t N = x.size(0), H = x.size(1), Wd = x.size(2), C = x.size(3);
-  TORCH_CHECK(kh >= 1 && kw >= 1 && sh >= 1 && sw >= 1 && ph >= 0 && pw >= 0, "im2col_int8_hwc: bad geometry");
-  const int64_t Hp = H + 2 * ph, Wp = Wd + 2 * pw;
-  TORCH_CHECK(Hp >= kh && Wp >= kw, "im2col_int8_hwc: kernel larger than the padded image");
-  const int64_t Ho = (Hp - kh) / sh + 1, Wo = (Wp - kw) / sw + 1;
+  const Geometry g = geometry("im2col_int8_hwc", H, Wd, kh, kw, sh, sw, ph, pw);
+  const int64_t Hp = g.Hp, Wp = g.Wp, Ho = g.Ho, Wo = g.Wo;
   std::vector<uint8_t> img(static_cast<size_t>(N * Hp * Wp * C), 0);
   const uint8_t* px = reinterpret_cast<const uint8_t*>(x.data_ptr());
   uint8_t* pimg = img.data();
@@ -743,7 +752,8 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void threshold_rows_512(con
 // out = [OR over the window's taps inside the image of (k + corr >= t)] XOR down. No pooling: a 1 x 1 window,
 // stride 1 (Ho = H, Wo = W). Ho, Wo as torch's max pooling computes them (ceil_mode included), given by the caller.
 torch::Tensor threshold_pool(torch::Tensor k, torch::Tensor corr, torch::Tensor t, torch::Tensor down, int64_t kh,
-                             int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t Ho, int64_t Wo) {
+                             int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t Ho, int64_t Wo,
+                             int64_t isa) {
   TORCH_CHECK(k.device().is_cpu() && k.dim() == 4 && k.scalar_type() == torch::kInt32 && k.is_contiguous(),
               "threshold_pool: a contiguous int32 (N, H, W, O) CPU tensor expected");
   const int64_t N = k.size(0), H = k.size(1), W = k.size(2), O = k.size(3);
@@ -763,7 +773,7 @@ torch::Tensor threshold_pool(torch::Tensor k, torch::Tensor corr, torch::Tensor 
   uint8_t* po = reinterpret_cast<uint8_t*>(out.data_ptr());
   const Taps g{pk, pc, pt, pd, H, W, O, kh, kw, sh, sw, ph, pw, Ho, Wo, po};
 #if LOWBIT_X86
-  if (cpu_has_avx512bw()) {
+  if (isa == AVX512 && cpu_has_avx512bw()) {  // (a lower isa asked for: the scalar rows)
     at::parallel_for(0, N * Ho, 1, [&](int64_t r0, int64_t r1) { threshold_rows_512(g, r0, r1); });
     return out;
   }
@@ -815,7 +825,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("ho"), py::arg("wo"));
   m.def("threshold_pool", &threshold_pool, "folded BN + sign thresholds, then a folded max pooling, channels last",
         py::arg("k"), py::arg("corr"), py::arg("t"), py::arg("down"), py::arg("kh"), py::arg("kw"), py::arg("sh"),
-        py::arg("sw"), py::arg("ph"), py::arg("pw"), py::arg("ho"), py::arg("wo"));
+        py::arg("sw"), py::arg("ph"), py::arg("pw"), py::arg("ho"), py::arg("wo"), py::arg("isa"));
   m.def("threshold_real", &threshold_real, "BN + sign of real values as float32 thresholds: (y >= t) XOR down",
         py::arg("y"), py::arg("t"), py::arg("down"));
   m.def("supported", &supported, "whether this processor runs the path (0 scalar, 1 avx2, 2 avx512_vpopcntdq)");

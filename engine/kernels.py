@@ -113,11 +113,12 @@ def threshold_pool(k: torch.Tensor, corr: torch.Tensor | None, t: torch.Tensor, 
                    padding, out_hw) -> torch.Tensor:
     """A binary layer's folded BN + sign and max pooling in one pass: k int32 (N, H, W, O) channels last, corr int32
     (H, W, O) or None, t int32 (O), down bool (O) -> bool (N, Ho, Wo, O), the OR over each window's taps inside the
-    image of (k + corr >= t), XOR down (no pooling: kernel and stride 1, padding 0)."""
+    image of (k + corr >= t), XOR down (no pooling: kernel and stride 1, padding 0). AVX-512BW masks on the
+    avx512 path (``isa()``), else scalar."""
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
     empty = torch.empty(0, dtype=torch.int32)
     return ext().threshold_pool(k.contiguous(), empty if corr is None else corr.contiguous(), t, down, kh, kw, sh, sw,
-                                ph, pw, out_hw[0], out_hw[1])
+                                ph, pw, out_hw[0], out_hw[1], ISAS.index(isa()))
 
 
 def threshold_real(y: torch.Tensor, t: torch.Tensor, down: torch.Tensor) -> torch.Tensor:

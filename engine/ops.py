@@ -15,12 +15,12 @@ backend is chosen by name from ``BACKENDS``; all three are exact:
 
 - ``"kernel"`` (the default where it builds): the compiled C++ kernel (``engine/kernels.cpp``, AVX-512 VPOPCNTDQ /
   AVX2 / scalar paths chosen at run time; ``engine.kernels``). ``LOWBIT_KERNELS=0`` turns it off; where it cannot be
-  built a warning says so once and the default falls back to ``"unpack"``.
-- ``"unpack"`` (default): unpack both operands to +-1 float32 and multiply. Every partial sum of a +-1 x +-1 dot
+  built a warning says so once and ``"auto"`` falls back to ``"unpack"``.
+- ``"unpack"``: unpack both operands to +-1 float32 and multiply. Every partial sum of a +-1 x +-1 dot
   product is an integer of magnitude <= K, and float32 represents every integer below 2**24 exactly, so the matmul
   is exact in any summation order (K < 2**24 is checked).
 - ``"popcount"``: the paper's arithmetic itself, dot = K - 2 * popcount(a XOR b), with a 256-entry popcount lookup
-  table on the uint8 bytes (slow; the reference the fused kernels will be checked against).
+  table on the uint8 bytes (slow; the reference the compiled kernel is checked against).
 
 ``DEFAULT_BACKEND`` is ``"auto"``: ``"kernel"`` when it loads, else ``"unpack"`` (set it to a name to pin one).
 """

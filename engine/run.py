@@ -54,7 +54,7 @@ from common.errors import UserError
 from engine import ops
 from engine.fileformat import Packed, read
 from engine.export import binary_path, level_grid
-from engine.fold import float_threshold_ge, int_to_real
+from engine.fold import float_threshold_ge, int_scale, int_to_real, threshold_ge
 
 
 class _Bits:
@@ -84,18 +84,89 @@ def _levels(spec: dict, where: str):
     return build_quantizer(spec).eval(), spec
 
 
+def _need(ok: bool, where: str, what: str) -> None:
+    """A field of a packed file checked on load: one line naming the op and what was expected."""
+    if not ok:
+        raise UserError(f"packed model: {where}: {what}")
+
+
+def _number(v) -> bool:
+    return type(v) in (int, float) and math.isfinite(v)
+
+
+def _pair(spec: dict, key: str, lo: int, where: str) -> list[int]:
+    v = spec.get(key)
+    _need(isinstance(v, list) and len(v) == 2 and all(type(i) is int and i >= lo for i in v), where,
+          f"{key} must be two integers >= {lo}, got {v!r}")
+    return v
+
+
 def _pool_args(spec: dict, where: str) -> dict:
     """A max pooling's fields in the file, checked (pairs of integers: kernel, stride, dilation >= 1, 0 <= padding <=
     kernel / 2; ceil_mode a bool) -> the arguments of torch's max pooling (and ``ops.or_pool2d``)."""
-    def pair(key: str, lo: int) -> list[int]:
-        v = spec.get(key) if isinstance(spec, dict) else None
-        if not (isinstance(v, list) and len(v) == 2 and all(type(i) is int and i >= lo for i in v)):
-            raise UserError(f"packed model: {where}: pooling {key} must be two integers >= {lo}, got {v!r}")
-        return v
-    kernel, stride, padding, dilation = pair("kernel", 1), pair("stride", 1), pair("padding", 0), pair("dilation", 1)
-    if any(2 * p > k for p, k in zip(padding, kernel)) or not isinstance(spec.get("ceil_mode"), bool):
-        raise UserError(f"packed model: {where}: pooling padding above half the kernel, or ceil_mode not a bool")
+    _need(isinstance(spec, dict), where, "pooling must be an object")
+    where = f"{where}: pooling"
+    kernel, stride, padding, dilation = (_pair(spec, k, lo, where) for k, lo in
+                                         (("kernel", 1), ("stride", 1), ("padding", 0), ("dilation", 1)))
+    _need(all(2 * p <= k for p, k in zip(padding, kernel)) and isinstance(spec.get("ceil_mode"), bool), where,
+          "padding above half the kernel, or ceil_mode not a bool")
     return dict(kernel_size=kernel, stride=stride, padding=padding, dilation=dilation, ceil_mode=spec["ceil_mode"])
+
+
+INPUT_KINDS = ("real", "bits", "sign", "fixed", "quantized", "levels")
+
+
+def _check_layer(spec: dict, arrays: dict[str, torch.Tensor]) -> None:
+    """Every field of a conv / linear op that the engine reads, checked on load, so that a crafted file is one line
+    here rather than an exception (or an out-of-bounds kernel) at run time."""
+    conv = spec["op"] == "conv"
+    where, shape = f"layer {spec.get('name')!r}", spec.get("weight_shape")
+    _need(isinstance(shape, list) and len(shape) == 2 + 2 * conv and all(type(d) is int and d >= 1 for d in shape),
+          where, f"weight_shape must be {2 + 2 * conv} positive integers, got {shape!r}")
+    w, inp = spec.get("weight"), spec.get("input")
+    _need(isinstance(w, dict) and isinstance(inp, dict), where, "weight and input must be objects")
+    _need(spec.get("out_ch") == shape[0] and spec.get("in_ch") == shape[1] and w.get("fan_in") == math.prod(shape[1:]),
+          where, f"out_ch, in_ch and fan_in must match weight_shape {shape}")
+    if conv:
+        kernel, _, padding = (_pair(spec, k, lo, where) for k, lo in (("kernel", 1), ("stride", 1), ("padding", 0)))
+        _need(kernel == shape[2:] and all(p <= k for p, k in zip(padding, kernel)), where,
+              "kernel must match weight_shape, and padding be at most the kernel")
+    _need(all(type(spec.get(k)) is bool for k in ("act_scale", "bias_inside", "bias")), where,
+          "act_scale, bias_inside and bias must be booleans")
+    _need(w.get("scale") in ("none", "filter", "layer"), where, f"unknown weight scale {w.get('scale')!r}")
+    _need(inp.get("kind") in INPUT_KINDS, where, f"input kind must be one of {', '.join(INPUT_KINDS)}")
+    if inp["kind"] in ("bits", "sign"):
+        _need(_number(inp.get("H")), where, "a binary input needs a number H")
+    if inp["kind"] == "fixed":
+        _need(type(inp.get("wl")) is int and 2 <= inp["wl"] <= 32 and type(inp.get("fl")) is int
+              and abs(inp["fl"]) <= 64 and inp.get("rounding") in ("nearest", "stochastic")
+              and inp.get("span") in ("twos_complement", "symmetric"), where,
+              "a fixed-point input needs wl 2-32, an integer fl, rounding nearest|stochastic, span "
+              "twos_complement|symmetric")
+    _need(spec.get("output") in ("real", "bits"), where, "output must be 'real' or 'bits'")
+    if spec["output"] == "bits":
+        T, d = arrays.get("threshold"), arrays.get("direction")
+        _need(_number(spec.get("out_H")) and T is not None and d is not None and T.dtype == torch.int32
+              and d.dtype == torch.int8 and tuple(T.shape) == tuple(d.shape) == (shape[0],), where,
+              "a bits output needs a number out_H, int32 thresholds and int8 directions, one per output channel")
+    for key in ("bias", "alpha"):
+        a = arrays.get(key)
+        _need(a is None or (a.dtype == torch.float32 and a.dim() == 1 and a.shape[0] in (1, shape[0])), where,
+              f"{key} must be float32, one value or one per output channel")
+
+
+def _check_op(spec: dict, arrays: dict[str, torch.Tensor]) -> None:
+    """The fields every op has (covers: the simulated modules it stands for), and those of the small ops."""
+    op, where = spec["op"], f"op {spec.get('name')!r} ({spec['op']})"
+    _need(isinstance(spec.get("covers"), list) and len(spec["covers"]) > 0
+          and all(isinstance(c, str) for c in spec["covers"]), where, "covers must be a list of module names")
+    numbers = {"batchnorm": ("eps",), "threshold": ("H",), "sign": ("H",), "hardtanh": ("min", "max")}.get(op, ())
+    _need(all(_number(spec.get(k)) for k in numbers), where, f"{', '.join(numbers)} must be numbers")
+    if op == "flatten":
+        _need(type(spec.get("start")) is int and type(spec.get("end")) is int, where, "start and end must be integers")
+    if op == "batchnorm":
+        _need(all(arrays.get(k) is None or (arrays[k].dtype == torch.float32 and arrays[k].dim() == 1)
+                  for k in ("mean", "var", "weight", "bias")), where, "its arrays must be 1-D float32")
 
 
 def _one_row(a: torch.Tensor, n: int) -> torch.Tensor:
@@ -114,6 +185,7 @@ class _Layer:
     """A conv / linear op with its arrays decoded once."""
 
     def __init__(self, spec: dict, arrays: dict[str, torch.Tensor]):
+        _check_layer(spec, arrays)
         self.spec, self.conv = spec, spec["op"] == "conv"
         w = spec["weight"]
         self.kind, self.k = w["kind"], w["fan_in"]
@@ -131,10 +203,9 @@ class _Layer:
             grid = level_grid(checked)
             self.grid = grid if self.kind == "binary" and grid[2] <= 4 else None
         self.T, self.dir = arrays.get("threshold"), arrays.get("direction")
-        self.pool = _pool_args(spec["pool"], spec.get("name")) if spec.get("pool") is not None else None
-        if self.T is not None:  # bit = (k >= T) where the direction is +1, k <= T = not (k >= T + 1) where -1
-            self._down = self.dir < 0
-            self._T_ge = torch.where(self._down, self.T + 1, self.T).to(torch.int32)
+        self.pool = _pool_args(spec["pool"], f"layer {spec.get('name')!r}") if spec.get("pool") is not None else None
+        if self.T is not None:
+            self._T_ge, self._down = threshold_ge(self.T, self.dir)
         if self.kind == "float":
             self.w_real = arrays["weight"]
         elif self.kind in ("binary", "ternary"):  # the file's one row of O x K bits -> rows padded to 64 bits
@@ -203,9 +274,9 @@ class _Layer:
 
     def _thresholds_last(self, k: torch.Tensor, hw: tuple[int, int] | None = None,
                          corr: torch.Tensor | None = None) -> torch.Tensor:
-        """``engine.fold.apply_thresholds`` with the channels last (``ops.threshold_bits``), on k (N, H W, O) of a
-        convolution (``hw`` its output size, ``corr`` its padding correction) or (N, O) of a linear layer: (k >=
-        T) XOR down, where a direction -1 channel compares with T + 1 (k <= T is not k >= T + 1). A folded max
+        """The folded BN + sign with the channels last (``ops.threshold_bits``), on k (N, H W, O) of a convolution
+        (``hw`` its output size, ``corr`` its padding correction) or (N, O) of a linear layer: (k >= T_ge) XOR
+        down (``engine.fold.threshold_ge``: a direction -1 channel compares with T + 1). A folded max
         pooling pools the comparison's bits before the XOR: an OR (max k >= T) for direction +1, an AND (max k <= T:
         not any k >= T + 1) for -1. Returns bool (N, O, Ho, Wo) (a channels-last view), or (N, O)."""
         if hw is None:
@@ -272,10 +343,7 @@ class _Layer:
         if corr is not None:
             k += corr
         k = self._channels_first(k, hw)
-        scale = self.alpha
-        if b.H != 1.0:
-            scale = torch.tensor([b.H], dtype=torch.float32) if scale is None else scale * b.H
-        return int_to_real(k, scale, self.bias, K)
+        return int_to_real(k, int_scale(self.alpha, b.H), self.bias, K)
 
     def _planes(self, x: torch.Tensor) -> torch.Tensor:
         """k-bit activations x binary weights (QNN, DoReFa), in bit operations: with the activation codes c = sum_j
@@ -324,6 +392,9 @@ class _Layer:
         return y if self.bias is None else y + self.bias.view([1, -1] + [1] * (y.dim() - 2))
 
     def __call__(self, a):
+        t, dims = (a.bits if isinstance(a, _Bits) else a), 4 if self.conv else 2
+        if t.dim() != dims or t.shape[1] != self.shape[1]:
+            raise ValueError(f"expects {dims}-D input of {self.shape[1]} channels, got {tuple(t.shape)}")
         inp = self.spec["input"]
         x_real = None
         if inp["kind"] == "sign":
@@ -373,10 +444,11 @@ class Engine:
         for i, spec in enumerate(self.packed.layers):
             arrays = {k: _t(self.packed.arrays[v]) for k, v in spec.get("arrays", {}).items()}
             try:
+                _check_op(spec, arrays)
                 self.ops.append((spec, self._op(spec, arrays)))
             except KeyError as e:
                 raise UserError(f"packed model {self.path}: layer {i} ({spec.get('op')}) lacks {e}") from None
-            except (TypeError, ValueError, RuntimeError, IndexError, ZeroDivisionError) as e:  # (a crafted file)
+            except (TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:  # (a crafted file)
                 msg = str(e).splitlines()[0] if str(e) else type(e).__name__
                 raise UserError(f"packed model {self.path}: layer {i} ({spec.get('op')}) is malformed: {msg}") from None
 
@@ -398,7 +470,7 @@ class Engine:
             H = spec["H"]
             return lambda a: _Bits(a.bits, H) if isinstance(a, _Bits) else _Bits(a >= 0, H)
         if op == "maxpool":
-            kw = _pool_args(spec, spec.get("name"))
+            kw = _pool_args(spec, f"op {spec.get('name')!r} (maxpool)")
 
             def pool(a):
                 if isinstance(a, _Bits):  # max of +-H values: the OR of the bits (padding never counts)
@@ -427,7 +499,7 @@ class Engine:
         for i, (spec, fn) in enumerate(self.ops):
             try:
                 a = fn(a)
-            except RuntimeError as e:  # (shapes of a file that do not chain, or do not fit the input)
+            except (RuntimeError, ValueError, TypeError, IndexError) as e:  # (shapes that do not chain)
                 raise UserError(f"packed model {self.path}: layer {i} ({spec.get('op')}) cannot run on its input: "
                                 f"{str(e).splitlines()[0]}") from None
             if trace:

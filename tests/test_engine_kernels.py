@@ -227,17 +227,21 @@ def test_channels_packed_per_pixel_give_the_same_network(tmp_path, monkeypatch, 
     assert torch.equal(plain(x), eng(x))
 
 
-@pytest.mark.parametrize("compiled", [True, False])
-def test_thresholds_and_folded_pooling_of_the_accumulators(monkeypatch, compiled):
-    """``ops.threshold_bits`` (the compiled one-pass kernel, and the torch path): (k + corr >= t) XOR down, the OR
-    over each pooling window (padding never counting, ceil mode) taken before the XOR, for odd channel counts; equal
-    to torch's max pooling of the +-1 comparison."""
+@pytest.mark.parametrize("path", ["best", "scalar", "torch"])
+def test_thresholds_and_folded_pooling_of_the_accumulators(monkeypatch, path):
+    """``ops.threshold_bits`` (the compiled one-pass kernel on its fastest and its scalar rows, and the torch path):
+    (k + corr >= t) XOR down, the OR over each pooling window (padding never counting, ceil mode) taken before the
+    XOR, for odd channel counts; equal to torch's max pooling of the +-1 comparison."""
     import itertools
 
     import torch.nn.functional as F
 
-    if not compiled:
+    if path == "torch":
         monkeypatch.setattr(kernels, "ext", lambda: None)
+    elif kernels.ext() is None:
+        pytest.skip("no compiled kernels here")
+    elif path == "scalar":
+        monkeypatch.setenv(kernels.ISA_ENV, "scalar")
     g = torch.Generator().manual_seed(21)
     for (h, w, o), pool, with_corr in itertools.product(
             [(5, 7, 3), (8, 8, 32), (13, 11, 9)],
