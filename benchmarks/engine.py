@@ -30,8 +30,10 @@ float at 4096^3 on 2 threads; whole-network inference >= 5x at batch 100) are pr
 the size of any miss and its likely reason.
 
 The full run writes ``results/bench/engine.json`` (the file the leaderboard's efficiency claims are judged from) and
-rewrites README's engine tables (between ``<!-- ENGINE:START -->`` and ``<!-- ENGINE:END -->``) from it;
-``--readme`` rewrites them from the file alone. ``--quick`` runs and other ``--out`` files leave both alone.
+rewrites README's engine tables (between ``<!-- ENGINE:START -->`` and ``<!-- ENGINE:END -->``) from it, with the
+table of trained networks from the records of ``python -m engine test --record`` under ``results/engine/``;
+``--readme`` rewrites them from those files alone, timing nothing. ``--quick`` runs and other ``--out`` files leave
+both alone.
 """
 from __future__ import annotations
 
@@ -55,6 +57,7 @@ TARGET_SIZE = 30.0  # packed binary layers against their float32 weights
 README = ROOT / "README.md"
 REFERENCE = ROOT / "results" / "bench" / "engine.json"  # the committed measurement, README's tables and verdicts
 QUICK = ROOT / "results" / "bench" / "quick" / "engine.json"
+RECORDS = ROOT / "results" / "engine"  # python -m engine test --record: trained networks, engine against simulation
 START, END = "<!-- ENGINE:START -->", "<!-- ENGINE:END -->"
 
 
@@ -302,8 +305,8 @@ def bench_sizes() -> tuple[list[dict], list[dict]]:
     """The packed file of every shared-setting method the engine covers, against float32; and those it does not.
     Post-training methods: their network with the formats of their committed seed-1 result."""
     from common.errors import UserError
-    from engine import export
-    from engine.export import build, float32_bytes
+    from engine import export, load
+    from engine.export import float32_bytes
 
     sizes, uncovered = [], []
     tmp = Path(tempfile.mkdtemp(prefix="engine_sizes_"))
@@ -313,28 +316,24 @@ def bench_sizes() -> tuple[list[dict], list[dict]]:
             uncovered.append({"config": label, "why": "no committed seed-1 result to take its formats from"})
             continue
         try:
-            with torch.no_grad():
-                packed = build(model.model)
             n = export(model, tmp / "m.lowbit")
         except UserError as e:
             uncovered.append({"config": label, "why": str(e).removeprefix("engine export: ")})
             continue
         f32 = float32_bytes(model.model)
         sizes.append({"config": label, "file_bytes": n, "float32_bytes": f32, "ratio": f32 / n,
-                      "layers": layer_sizes(packed)})
+                      "layers": layer_sizes(load(tmp / "m.lowbit"))})  # (the file written, read back: built once)
     return sizes, uncovered
 
 
-def _op_kind(spec: dict) -> str:
-    if spec["op"] in ("conv", "linear"):
-        bits_in = spec["input"]["kind"] in ("bits", "sign")
-        if bits_in and spec["weight"]["kind"] == "binary":
-            return "bit layers (pack + popcount GEMM + thresholds)"
-        if spec["input"]["kind"] == "fixed" and spec["weight"]["kind"] == "fixed" and not spec.get("act_scale"):
-            return "fixed-point layers (integer GEMM)"
-        return "real-input layers (float GEMM)"
-    return {"maxpool": "pooling", "batchnorm": "batch norm", "sign": "sign",
-            "threshold": "batch norm + sign (float thresholds)"}.get(spec["op"], "other ops")
+# the share of time by kind of op: layers by the arithmetic the engine chose for them (``_Layer.path``), other ops
+LAYER_LABELS = {"binary": "binary layers (pack + XNOR-popcount GEMM + thresholds)",
+                "planes": "bit-plane popcount layers (k-bit activations)",
+                "int8": "int8 fixed-point layers",
+                "int_f64": "fixed-point layers in float64",
+                "float": "float GEMM layers (real-valued inputs or weights)"}
+OP_LABELS = {"maxpool": "pooling", "batchnorm": "batch norm", "sign": "sign",
+             "threshold": "batch norm + sign (float thresholds)"}
 
 
 def op_profile(eng, x: torch.Tensor, rounds: int = 3) -> dict[str, float]:
@@ -344,9 +343,11 @@ def op_profile(eng, x: torch.Tensor, rounds: int = 3) -> dict[str, float]:
         for _ in range(rounds):
             a = x
             for spec, fn in eng.ops:
+                kind = LAYER_LABELS[fn.path] if spec["op"] in ("conv", "linear") else \
+                    OP_LABELS.get(spec["op"], "other ops")
                 t0 = time.perf_counter()
                 a = fn(a)
-                spent[_op_kind(spec)] = spent.get(_op_kind(spec), 0.0) + time.perf_counter() - t0
+                spent[kind] = spent.get(kind, 0.0) + time.perf_counter() - t0
     total = sum(spent.values())
     return {k: v / total for k, v in spent.items()}
 
@@ -580,8 +581,9 @@ def readme_section(result: dict) -> str:
     ide = result.get("ideal", {})
     cpu = result.get("cpu", {})
     lines = [START, f"Measured by `python -m benchmarks.engine` (`results/bench/engine.json`; it rewrites this part of "
-             f"the README, `--readme` from that file alone): {cpu.get('model', '?')}, {result.get('isa', '?')} path, "
-             f"torch {result.get('torch', '?')}, {result.get('allocator', 'default allocator settings')}, load "
+             f"the README, `--readme` from the committed files alone): {cpu.get('model', '?')}, "
+             f"{result.get('isa', '?')} path, torch {result.get('torch', '?')}, "
+             f"{result.get('allocator', 'default allocator settings')}, load "
              f"average {', '.join(f'{x:.2f}' for x in result.get('load_average') or [])} at the end"
              + (f"; sizes re-measured at commit {result['sizes_commit'][:10]}" if result.get("sizes_commit") else "")
              + ".", "",
@@ -627,8 +629,41 @@ def readme_section(result: dict) -> str:
     if result.get("not_covered"):
         lines += ["", "Not packed yet: " + "; ".join(f"`{r['config']}` ({r['why']})" for r in result["not_covered"])
                   + "."]
+    lines += records_table(engine_records())
     lines.append(END)
     return "\n".join(lines)
+
+
+def engine_records(folder: Path = RECORDS) -> list[dict]:
+    """The records of ``python -m engine test --record`` under ``folder`` (``<paper>/<config>/seed<N>.json``)."""
+    from common.results import read_result
+    from engine.__main__ import WRITTEN_BY
+
+    records = []
+    for path in sorted(Path(folder).glob("*/*/seed*.json")):
+        rec = read_result(path)
+        if rec is None or rec.get("written_by") != WRITTEN_BY:
+            raise SystemExit(f"error: {path}: not a record of {WRITTEN_BY}")
+        records.append(rec)
+    return records
+
+
+def records_table(records: list[dict]) -> list[str]:
+    """README's table of trained networks: the engine's test error against the simulated network's."""
+    if not records:
+        return []
+    pct = lambda v: "-" if v is None else f"{v:.2f} %"  # noqa: E731
+    lines = ["", "Trained networks, the engine against the simulated network: `python -m engine test --model FILE "
+             "--record results/engine/<paper>/<config>/seed<N>.json` on the file `python -m papers.<paper> export` "
+             "wrote, and the test error of the network's result (`results/<paper>/<config>/seed<N>.json`, measured "
+             "on the checkpoint the file was exported from); equal: the same number of wrong test images.", "",
+             "| network | engine test error | simulated test error | equal | packed bytes | test images |",
+             "|---|---|---|---|---|---|"]
+    for r in records:
+        eq = {True: "yes", False: "**no**", None: "-"}[r.get("equal_to_simulated")]
+        lines.append(f"| `{r['network']}` | {pct(r['test_top1_err'])} | {pct(r.get('simulated_test_top1_err'))} | "
+                     f"{eq} | {r['packed_bytes']:,} | {r['test_images']:,} |")
+    return lines
 
 
 def write_readme(result: dict, path: Path = README) -> None:
