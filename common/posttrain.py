@@ -67,7 +67,8 @@ def post_train(paper: str, name: str, cfg: Config, source: str | None, *, finetu
 
     path = replacing.path
     with run_lock(run_folder(runs_dir, paper, name, cfg.seed), f"{paper}/{name} seed {cfg.seed}"):
-        write_json_atomic(path, result)
+        if not replacing.reproduced_by(result):  # (a rerun that reproduces it, as finetune's first step does, leaves
+            write_json_atomic(path, result)      # the file and its provenance as they were)
     said = replacing.compare(result)
     if said:
         print(said)

@@ -217,12 +217,17 @@ class Replacing:
     def may_write_diverged(self) -> bool:
         return (read_result(self.path) or {}).get("status") != "ok"
 
+    def reproduced_by(self, new: dict) -> bool:
+        """Whether ``new`` has the previous result's metrics, curve and post-training choices exactly."""
+        old = self.previous
+        return old is not None and all(old.get(k) == new.get(k) for k in ("metrics", "curve", "ptq"))
+
     def compare(self, new: dict) -> str | None:
         """One line on how the new result compares with the one it replaced (same config and seed), or None."""
         old = self.previous
         if old is None:
             return None
-        same = old.get("metrics") == new.get("metrics") and old.get("curve") == new.get("curve")
+        same = self.reproduced_by(new)
         e_old = (old.get("metrics") or {}).get("test_top1_err")
         e_new = (new.get("metrics") or {}).get("test_top1_err")
         if same:

@@ -145,6 +145,22 @@ def test_finetune_starts_from_the_quantized_float_network(tmp_path):
     assert before["metrics"] == q["before_finetune"]
 
 
+def test_a_post_training_rerun_that_reproduces_its_result_leaves_the_file(tmp_path):
+    """finetune quantizes first: where that reproduces the quantize result bit for bit, the file (and the commit and
+    time it records) stays as it was; a result it does not reproduce is replaced."""
+    run_quantize(tmp_path, "mnist_cpu_4_4_4", "ristretto")
+    path = tmp_path / "results/ristretto/mnist_cpu_4_4_4/seed1.json"
+    old = json.loads(path.read_text())
+    old["git_commit"], old["wall_time_s"] = "f" * 40, 12345.0  # provenance only: still reproduced
+    path.write_text(json.dumps(old))
+    run_quantize(tmp_path, "mnist_cpu_4_4_4", "ristretto", command="finetune")
+    assert json.loads(path.read_text()) == old
+    old["metrics"]["test_top1_err"] += 1.0  # not reproduced: replaced by the run's own
+    path.write_text(json.dumps(old))
+    run_quantize(tmp_path, "mnist_cpu_4_4_4", "ristretto")
+    assert json.loads(path.read_text())["git_commit"] != "f" * 40
+
+
 @pytest.mark.parametrize("argv,message", [
     (["quantize", "--config", "mnist_cpu_float"], "no 'ptq' section"),
     (["quantize", "--config", "mnist_cpu_search", "--from", "nope.ckpt"], "init_from: checkpoint nope.ckpt not found"),
