@@ -310,9 +310,9 @@ def binary_path(spec: dict) -> bool:
 
 
 def _pool_spec(m: nn.MaxPool2d) -> dict:
-    as2 = lambda v: list(v) if isinstance(v, (tuple, list)) else [v, v]  # noqa: E731
-    return {"kernel": as2(m.kernel_size), "stride": as2(m.stride),
-            "padding": as2(m.padding), "dilation": as2(m.dilation), "ceil_mode": bool(m.ceil_mode)}
+    return {"kernel": list(ops.pair(m.kernel_size)), "stride": list(ops.pair(m.stride)),
+            "padding": list(ops.pair(m.padding)), "dilation": list(ops.pair(m.dilation)),
+            "ceil_mode": bool(m.ceil_mode)}
 
 
 def _is_bn(m: nn.Module) -> bool:

@@ -200,13 +200,14 @@ def or_pool2d(bits: torch.Tensor, kernel_size, stride, padding, dilation, ceil_m
     torch's float max pooling of the bits."""
     from engine import kernels
 
-    k, s, p, d = _pair(kernel_size), _pair(stride if stride else kernel_size), _pair(padding), _pair(dilation)
+    k, s, p, d = pair(kernel_size), pair(stride if stride else kernel_size), pair(padding), pair(dilation)
     if kernels.ext() is not None and d == (1, 1) and bits.dim() == 4:
         return kernels.or_pool2d(bits, k, s, p, _pool_out(bits.shape[2:], k, s, p, ceil_mode))
     return torch.nn.functional.max_pool2d(bits.to(torch.float32), k, s, p, d, ceil_mode) > 0.5
 
 
-def _pair(v) -> tuple[int, int]:
+def pair(v) -> tuple[int, int]:
+    """An int or a pair of them (torch's convention for kernel, stride, padding) as a pair."""
     return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
 
 
@@ -229,9 +230,9 @@ def threshold_bits(k: torch.Tensor, corr: torch.Tensor | None, t_ge: torch.Tenso
     if pool is None:
         geom = dict(kernel=(1, 1), stride=(1, 1), padding=(0, 0), out_hw=tuple(k.shape[1:3]))
     else:
-        kk, ss, pp = _pair(pool["kernel_size"]), _pair(pool["stride"] or pool["kernel_size"]), _pair(pool["padding"])
+        kk, ss, pp = pair(pool["kernel_size"]), pair(pool["stride"] or pool["kernel_size"]), pair(pool["padding"])
         geom = dict(kernel=kk, stride=ss, padding=pp, out_hw=_pool_out(k.shape[1:3], kk, ss, pp, pool["ceil_mode"]))
-    if kernels.ext() is not None and (pool is None or _pair(pool["dilation"]) == (1, 1)):
+    if kernels.ext() is not None and (pool is None or pair(pool["dilation"]) == (1, 1)):
         return kernels.threshold_pool(k, corr, t_ge, down, **geom).permute(0, 3, 1, 2)
     bits = ((k if corr is None else k + corr) >= t_ge).permute(0, 3, 1, 2)
     if pool is not None:
