@@ -18,7 +18,7 @@ class EpochCurve(Callback):
         self.rows: list[dict] = []
         self._lr = None
         self._fitting = False
-        self.say, self._started = say, 0.0
+        self.say, self._started, self._since_resume = say, 0.0, False
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         self._fitting = stage == "fit"
@@ -30,9 +30,12 @@ class EpochCurve(Callback):
         if self._fitting:  # resuming (testing a checkpoint leaves the curve alone)
             self.rows, self._lr = list(state["rows"]), state["lr"]
 
+    def on_train_start(self, trainer, pl_module):  # (a run resumed inside an epoch gets no epoch start for it)
+        self._started, self._since_resume = time.time(), True
+
     def on_train_epoch_start(self, trainer, pl_module):
         self._lr = trainer.optimizers[0].param_groups[0]["lr"]
-        self._started = time.time()
+        self._started, self._since_resume = time.time(), False
 
     def on_train_epoch_end(self, trainer, pl_module):
         row = {"epoch": trainer.current_epoch, "lr": self._lr}
@@ -45,7 +48,8 @@ class EpochCurve(Callback):
             parts = [f"epoch {row['epoch'] + 1}/{trainer.max_epochs}"]
             parts += [f"{k.replace('_', ' ')} {v:.4g}{' %' if k.endswith('err') else ''}" for k, v in row.items()
                       if k not in ("epoch", "lr")]
-            print("  ".join(parts + [f"lr {self._lr:.3g}", f"{time.time() - self._started:.0f} s"]), flush=True)
+            took = f"{time.time() - self._started:.0f} s" + (" since the resume" if self._since_resume else "")
+            print("  ".join(parts + [f"lr {self._lr:.3g}", took]), flush=True)
 
 
 class LastCheckpoint(Callback):

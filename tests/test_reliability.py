@@ -4,6 +4,7 @@ Tiny synthetic runs; the killed run and the DDP run are subprocesses (the CLI as
 """
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -129,7 +130,7 @@ def uninterrupted(tmp_path_factory):
 
 
 @pytest.mark.parametrize("every,mid_epoch", [(4, True), (0, False)], ids=["mid-epoch", "epoch-end"])
-def test_killed_run_resumes_to_the_same_result(tmp_path, monkeypatch, uninterrupted, every, mid_epoch):
+def test_killed_run_resumes_to_the_same_result(tmp_path, monkeypatch, capsys, uninterrupted, every, mid_epoch):
     last = tmp_path / RESUME_RUN / "checkpoints" / "last.ckpt"
     argv = _resume_argv("--checkpoint-every", str(every))
     proc = subprocess.Popen([sys.executable, "-m", "papers.binaryconnect", *argv], cwd=tmp_path, env=ENV,
@@ -148,7 +149,11 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, monkeypatch, uninterrup
     assert (killed_at["global_step"] % STEPS_PER_EPOCH != 0) == mid_epoch
 
     monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
     assert main("binaryconnect", "unused", _resume_argv("--resume", "--checkpoint-every", str(every))) == 0
+    took = re.findall(r"  lr \S+  (\d+) s( since the resume)?\n", capsys.readouterr().out)  # each epoch's line
+    assert len(took) == 3 - killed_at["global_step"] // STEPS_PER_EPOCH and all(int(t) < 600 for t, _ in took)
+    assert [bool(since) for _, since in took] == [mid_epoch] + [False] * (len(took) - 1)  # the resumed epoch's part
     ref, res = (json.loads((d / RESUME_RESULT).read_text()) for d in (uninterrupted, tmp_path))
     _same_result(ref, res, uninterrupted, tmp_path)  # metrics, curve (loss, error, lr per epoch), bits, config...
     a, b = _state(uninterrupted / RESUME_RUN / "checkpoints/last.ckpt"), _state(last)
