@@ -202,10 +202,9 @@ class _Layer:
             self.levels = q if inp["kind"] == "quantized" else None
             grid = level_grid(checked)
             self.grid = grid if self.kind == "binary" and grid[2] <= 4 else None
-        self.T, self.dir = arrays.get("threshold"), arrays.get("direction")
         self.pool = _pool_args(spec["pool"], f"layer {spec.get('name')!r}") if spec.get("pool") is not None else None
-        if self.T is not None:
-            self._T_ge, self._down = threshold_ge(self.T, self.dir)
+        if spec["output"] == "bits":  # (thresholds and directions checked by _check_layer)
+            self._T_ge, self._down = threshold_ge(arrays["threshold"], arrays["direction"])
         if self.kind == "float":
             self.w_real = arrays["weight"]
         elif self.kind in ("binary", "ternary"):  # the file's one row of O x K bits -> rows padded to 64 bits
@@ -396,7 +395,6 @@ class _Layer:
         if t.dim() != dims or t.shape[1] != self.shape[1]:
             raise ValueError(f"expects {dims}-D input of {self.shape[1]} channels, got {tuple(t.shape)}")
         inp = self.spec["input"]
-        x_real = None
         if inp["kind"] == "sign":
             x_real = _real(a)
             K = self._scale_K(x_real)
