@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, Checkpoint
 
 from common.evaluation import pct
 
@@ -52,12 +52,15 @@ class EpochCurve(Callback):
             print("  ".join(parts + [f"lr {self._lr:.3g}", took]), flush=True)
 
 
-class LastCheckpoint(Callback):
+class LastCheckpoint(Checkpoint):
     """``last.ckpt``: at every epoch's end (after its validation and the epoch's other hooks), and with
     ``every_n_train_steps`` also every that many steps inside an epoch, for resuming a long epoch; written by
     ``trainer.save_checkpoint`` (so through the run's atomic checkpoint IO). Not after an epoch's last batch: a
     checkpoint taken there, before the validation, would resume past it. (Lightning's own ``save_last`` skips an
-    epoch whose monitored metric did not improve, which would leave ``last.ckpt`` behind.)"""
+    epoch whose monitored metric did not improve, which would leave ``last.ckpt`` behind.) A ``Checkpoint``, so that
+    Lightning runs it after the ``ModelCheckpoint`` given before it (it moves checkpoint callbacks last, in their
+    order): an epoch's ``last.ckpt`` then holds that epoch's best-checkpoint bookkeeping, and a run resumed from it
+    does not forget that the epoch was the best so far."""
 
     def __init__(self, dirpath: Path, every_n_train_steps: int = 0):
         self.path = Path(dirpath) / "last.ckpt"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 from common.callbacks import EpochCurve
@@ -72,9 +73,23 @@ def build_trainer(cfg: Config, run_dir: Path, loggers, *, progress: bool, checkp
     last = LastCheckpoint(run_dir / "checkpoints", checkpoint_every)
     curve = EpochCurve(say=not progress)
     trainer = L.Trainer(**{**trainer_kwargs(cfg), **overrides}, logger=loggers,
-                        callbacks=[ckpt, curve, last],  # (ckpt first: trainer.checkpoint_callback)
+                        callbacks=[ckpt, curve, last],  # (ckpt first: trainer.checkpoint_callback, and before last)
                         default_root_dir=run_dir, enable_progress_bar=progress, plugins=[AtomicCheckpointIO()])
     return trainer, ckpt, curve, last
+
+
+@contextmanager
+def torch_threads(n: int | None):
+    """torch's intra-op thread count set to ``n`` (None: left as it is) within, and the previous one given back."""
+    import torch
+
+    saved = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
 
 
 def train(paper: str, name: str, cfg: Config, *, data_dir: str | None = None, wandb: str = "offline", progress: bool = True,
@@ -85,44 +100,44 @@ def train(paper: str, name: str, cfg: Config, *, data_dir: str | None = None, wa
     ``last.ckpt`` every that many training steps inside an epoch (0: at epoch ends only); ``overwrite``: replace a
     finished result of another config (``common.results.Replacing``)."""
     import lightning as L
-    import torch
 
     from common.checkpoint import load_weights, resolve_init, resume_checkpoint
     from common.checkpoint import run_dir as run_folder
     from common.data import ClassificationData, data_root
     from common.module import Classifier
 
-    if cfg.trainer.num_threads:
-        torch.set_num_threads(cfg.trainer.num_threads)
-    data = ClassificationData(cfg.data, data_root(data_dir))
-    data.check_available()  # fails before anything is written
-    path = result_path(results_dir, paper, name, cfg.seed)
-    replacing = Replacing(path, cfg, overwrite)  # ... and so does a finished result of another config
-    resume_ckpt, resume_step = None, 0
-    if resume:
-        resume_ckpt, resume_step = resume_checkpoint(runs_dir, paper, name, cfg.seed, cfg.to_dict())
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    module = Classifier(cfg.to_dict(), data.shape, data.num_classes)  # a bad conversion rule fails here
-    init_ckpt = None
-    if cfg.init_from:
-        init_ckpt = resolve_init(cfg.init_from, paper, cfg.seed, results_dir, runs_dir)
-        if resume_ckpt is None:
-            load_weights(module.model, init_ckpt)  # fails before anything is written
+    with torch_threads(cfg.trainer.num_threads):  # (given back after: a process may run more than this)
+        data = ClassificationData(cfg.data, data_root(data_dir))
+        data.check_available()  # fails before anything is written
+        path = result_path(results_dir, paper, name, cfg.seed)
+        replacing = Replacing(path, cfg, overwrite)  # ... and so does a finished result of another config
+        resume_ckpt, resume_step = None, 0
+        if resume:
+            resume_ckpt, resume_step = resume_checkpoint(runs_dir, paper, name, cfg.seed, cfg.to_dict())
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+        module = Classifier(cfg.to_dict(), data.shape, data.num_classes)  # a bad conversion rule fails here
+        init_ckpt = None
+        if cfg.init_from:
+            init_ckpt = resolve_init(cfg.init_from, paper, cfg.seed, results_dir, runs_dir)
+            if resume_ckpt is None:
+                load_weights(module.model, init_ckpt)  # fails before anything is written
 
-    if cfg.quant.calibrate_epochs and resume_ckpt is None:  # a resumed run has the calibrated state in its checkpoint
-        calibrate(module, data, cfg, progress)
+        if cfg.quant.calibrate_epochs and resume_ckpt is None:  # (a resumed run has it in its checkpoint)
+            calibrate(module, data, cfg, progress)
 
-    run_dir = run_folder(runs_dir, paper, name, cfg.seed)
-    with run_lock(run_dir, f"{paper}/{name} seed {cfg.seed}"):
-        return _fit(paper, name, cfg, module, data, run_dir, init_ckpt, resume_ckpt, resume_step, replacing,
-                    wandb=wandb, progress=progress, results_dir=results_dir, extra=extra,
-                    checkpoint_every=checkpoint_every)
+        run_dir = run_folder(runs_dir, paper, name, cfg.seed)
+        with run_lock(run_dir, f"{paper}/{name} seed {cfg.seed}"):
+            return _fit(paper, name, cfg, module, data, run_dir, init_ckpt, resume_ckpt, resume_step, replacing,
+                        wandb=wandb, progress=progress, results_dir=results_dir, extra=extra,
+                        checkpoint_every=checkpoint_every)
 
 
 def _fit(paper, name, cfg, module, data, run_dir, init_ckpt, resume_ckpt, resume_step, replacing, *, wandb, progress,
          results_dir, extra, checkpoint_every) -> Path | None:
     """``train``'s part that writes: fit, test, the result file (with the run's folder locked)."""
     from lightning.pytorch.loggers import CSVLogger
+
+    from common.checkpoint import load_data
 
     validate = validates(cfg)
     # a resumed run logs beside the interrupted one's CSV (which Lightning would otherwise delete)
@@ -162,13 +177,12 @@ def _fit(paper, name, cfg, module, data, run_dir, init_ckpt, resume_ckpt, resume
     if not trainer.is_global_zero:
         return None
 
-    best_epoch = None
-    if validate and curve.rows:
-        best_epoch = min(curve.rows, key=lambda r: r.get("val_err", float("inf")))["epoch"]
     metrics = {
         **errors(tested),
         "best_val_err": pct(ckpt.best_model_score) if validate and ckpt.best_model_score is not None else None,
-        "tested_epoch": best_epoch if use_best else trainer.current_epoch - 1,
+        # the epoch of the weights tested, read from their checkpoint (epochs whose validation errors print alike
+        # are told apart by the unrounded value, so the curve's first minimum need not be the one)
+        "tested_epoch": load_data(ckpt.best_model_path)["epoch"] if use_best else trainer.current_epoch - 1,
     }
     result = make_result(paper, name, cfg, module.model, metrics, results_dir, init_ckpt, wall, **(extra or {}),
                      epochs=trainer.current_epoch,  # the checkpoint whose weights were tested

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from common.cli import EXIT_DIVERGED, EXIT_USER_ERROR, main
+from common.cli import EXIT_DIVERGED, EXIT_SIGTERM, EXIT_USER_ERROR, main
 from test_train import smoke_overrides
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,6 +95,21 @@ def test_same_seed_gives_bit_identical_weights_and_metrics(tmp_path):
     # another seed: other weights and metrics (the runs are random, and their randomness is the seed's)
     assert any(not torch.equal(v, c["state_dict"][k]) for k, v in a["state_dict"].items() if v.is_floating_point())
     assert res_a["curve"] != res_c["curve"]
+
+
+def test_a_run_gives_back_torchs_thread_count(tmp_path, monkeypatch):
+    """trainer.num_threads holds for the run only: a second run in the same process (a test, a notebook) starts
+    from the process's own count, as a separate process would (the thread count changes a run's arithmetic)."""
+    monkeypatch.chdir(tmp_path)
+    saved = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        argv = ["train", "--config", "mnist_cpu_float", "--wandb", "disabled", "--no-progress",
+                "--set", *smoke_overrides("mnist_cpu_float", **{"trainer.num_threads": 1})]
+        assert main("binaryconnect", "unused", argv) == 0
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(saved)
 
 
 # ---------------------------------------------------------------- resume
@@ -183,6 +198,42 @@ def test_resume_needs_a_readable_checkpoint_of_the_same_config(tmp_path, monkeyp
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith("error: ") and message in err, (case, err)
         assert not (tmp_path / "results").exists()
+
+
+def test_a_run_stopped_after_its_best_epoch_resumes_to_the_same_result(tmp_path, monkeypatch):
+    """last.ckpt at an epoch's end holds the best-checkpoint bookkeeping of that epoch: a run stopped right after it
+    (SIGTERM, sent as the epoch's last.ckpt is written) resumes to the uninterrupted run's result and tests the same
+    weights, even when that epoch is the best one and a later, worse epoch still beats the one before it."""
+    from common.callbacks import LastCheckpoint
+    from common.checkpoint import load_data
+
+    sets = smoke_overrides("mnist_cpu_float", **{"trainer.max_epochs": 3})
+    argv = ["train", "--config", "mnist_cpu_float", "--wandb", "disabled", "--no-progress", "--checkpoint-every", "0",
+            "--set", *sets]
+    monkeypatch.chdir(tmp_path)
+    assert main("binaryconnect", "unused", [*argv, "--results-dir", "ref", "--runs-dir", "ref-runs"]) == 0
+    ref = json.loads(Path("ref/binaryconnect/mnist_cpu_float/seed1.json").read_text())
+    vals = [row["val_err"] for row in ref["curve"]]
+    best = vals.index(min(vals))
+    # (the case: the best epoch is followed by a worse one that still beats the epochs before the best)
+    assert best == 1 and vals[0] > vals[2] > vals[1], vals
+    assert ref["metrics"]["tested_epoch"] == best == load_data(ref["checkpoint"])["epoch"]
+
+    save = LastCheckpoint._save
+
+    def save_then_stop(self, trainer):
+        save(self, trainer)
+        if trainer.current_epoch == best:  # (--checkpoint-every 0: epoch ends only)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(LastCheckpoint, "_save", save_then_stop)
+    assert main("binaryconnect", "unused", argv) == EXIT_SIGTERM
+    assert load_data("runs/binaryconnect/mnist_cpu_float/seed1/checkpoints/last.ckpt")["epoch"] == best
+    monkeypatch.setattr(LastCheckpoint, "_save", save)
+    assert main("binaryconnect", "unused", [*argv, "--resume"]) == 0
+    res = json.loads(Path("results/binaryconnect/mnist_cpu_float/seed1.json").read_text())
+    assert res["metrics"] == ref["metrics"] and res["curve"] == ref["curve"]
+    assert load_data(res["checkpoint"])["epoch"] == best
 
 
 def test_last_checkpoint_is_the_end_of_training_even_without_a_better_validation(tmp_path, monkeypatch, capsys):
