@@ -32,6 +32,7 @@ from common.config import list_configs, load_config
 from common.errors import Diverged, UserError
 from common.papers import configs_dir
 from common.papers import package as paper_package
+from common.results import git_commit
 from common.training import CHECKPOINT_EVERY
 
 EXIT_USER_ERROR = 2
@@ -153,6 +154,7 @@ def main(paper: str, default_config: str, argv: list[str] | None = None) -> int:
         if every < 0:
             raise UserError(f"--checkpoint-every: expected a number of steps >= 0, got {every}")
         run = dict(resume=getattr(args, "resume", False), checkpoint_every=every, overwrite=args.overwrite)
+        git_commit()  # the result names the commit the run started from
         with _interrupts() as stopped:
             try:
                 if args.command in ("quantize", "finetune"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import math
 import os
@@ -233,9 +234,13 @@ class Replacing:
         if same:
             return f"reproduced the previous result of this config and seed bit for bit (test error {e_new} %)"
         delta = f"{e_new - e_old:+.4f} points" if isinstance(e_old, (int, float)) and isinstance(e_new, (int, float)) else "?"
+        m_old, m_new = old.get("metrics") or {}, new.get("metrics") or {}
+        what = [f"metrics.{k} {v!r} -> {m_new.get(k)!r}" for k, v in m_old.items() if v != m_new.get(k)]
+        what += [k for k in ("curve", "ptq") if old.get(k) != new.get(k)]
         where = [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in self.HOST_KEYS if old.get(k) != new.get(k)]
         return (f"did not reproduce the previous result of this config and seed bit for bit: test error {e_new} % vs "
-                f"{e_old} % ({delta}); differs in: {'; '.join(where) or 'nothing recorded (same machine, versions and commit)'}")
+                f"{e_old} % ({delta}); the result differs in: {'; '.join(what) or 'metrics'}; the runs differ in: "
+                f"{'; '.join(where) or 'nothing recorded (same machine, versions and commit)'}")
 
 
 @contextlib.contextmanager
@@ -303,8 +308,10 @@ def make_result(paper: str, name: str, cfg, model, metrics: dict | None, results
     return result
 
 
+@functools.lru_cache(maxsize=None)
 def git_commit() -> str:
-    """HEAD commit of the checkout ('+dirty' when tracked files differ), or 'unknown'."""
+    """HEAD commit of the checkout ('+dirty' when tracked files differ), or 'unknown'; read once per process, at the
+    first call (the CLI makes it as a run starts: the commit its code was loaded from, not one made meanwhile)."""
     root = Path(__file__).resolve().parent.parent
     try:
         proc = subprocess.run(["git", "rev-parse", "--verify", "-q", "HEAD"], cwd=root, capture_output=True,

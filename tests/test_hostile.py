@@ -160,6 +160,7 @@ def test_a_rerun_of_the_same_config_and_seed_says_whether_it_reproduced(tmp_path
     out = capsys.readouterr().out
     assert "did not reproduce the previous result of this config and seed bit for bit" in out
     assert "(-0.0500 points)" in out and "cpu 'Some Other CPU' -> " in out and "git_commit" in out
+    assert "the result differs in: metrics.test_top1_err" in out and "curve" not in out.split("the runs")[0]
 
 
 def test_a_diverged_run_never_replaces_a_finished_result(tmp_path, monkeypatch, capsys):
